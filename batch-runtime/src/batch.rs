@@ -1,0 +1,317 @@
+//! [`Batch`]: requests, options and arms, consumed by `send`.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::arms::{ArmSet, Arms, AsyncArm, SyncArm};
+use crate::client::Client;
+use crate::engine::{self, Options};
+use crate::error::Error;
+use crate::request::Request;
+use crate::response::Response;
+use crate::slots::{DynSlots, Json, Raw, Slots};
+use crate::state::BatchState;
+
+/// A set of requests that run concurrently, with lifecycle arms.
+///
+/// `batch!` builds one with typed keys and results; [`Batch::new`] and
+/// [`Batch::keyed`] build one at run time from any number of requests. A
+/// batch is consumed by [`send`](Batch::send): it cannot be sent twice.
+///
+/// ```
+/// use batch_runtime::fake::{Fake, Reply};
+/// use batch_runtime::{get, Batch, Method};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let fake = Fake::new();
+/// fake.stub(Method::GET, "*", Reply::json(&7));
+/// let client = fake.client();
+///
+/// let urls = (0..100).map(|i| format!("http://numbers.test/{i}"));
+/// let mut seen = 0;
+/// let numbers: Vec<u32> = Batch::new(urls.map(get))
+///     .json::<u32>()
+///     .concurrency(8)
+///     .progress(|_, _, _| seen += 1)
+///     .try_send(&client)
+///     .await?;
+/// assert_eq!(numbers.len(), 100);
+/// assert_eq!(seen, 100);
+/// # Ok::<(), batch_runtime::Error>(()) }).unwrap();
+/// ```
+#[must_use = "a batch does nothing until it is sent"]
+pub struct Batch<S, A = ArmSet> {
+    requests: Vec<Request>,
+    slots: S,
+    arms: A,
+    options: Options,
+}
+
+impl Batch<DynSlots<usize, Raw>> {
+    /// A batch keyed by index (definition order), keeping each response.
+    pub fn new(requests: impl IntoIterator<Item = Request>) -> Self {
+        let requests: Vec<Request> = requests.into_iter().collect();
+        let keys = (0..requests.len()).collect();
+        Batch::from_slots(requests, DynSlots::new(keys))
+    }
+}
+
+impl<K> Batch<DynSlots<K, Raw>>
+where
+    K: Clone + std::fmt::Display + Send + Sync + 'static,
+{
+    /// A batch with your own keys (strings, ids …), shown in errors and
+    /// passed to `progress` and `catch`.
+    pub fn keyed(requests: impl IntoIterator<Item = (K, Request)>) -> Self {
+        let (keys, requests): (Vec<K>, Vec<Request>) = requests.into_iter().unzip();
+        Batch::from_slots(requests, DynSlots::new(keys))
+    }
+
+    /// Decodes every successful body as JSON into `T`; a body that does not
+    /// decode is a failure of that request.
+    pub fn json<T: DeserializeOwned>(self) -> Batch<DynSlots<K, Json<T>>> {
+        Batch {
+            requests: self.requests,
+            slots: self.slots.retype(),
+            arms: self.arms,
+            options: self.options,
+        }
+    }
+}
+
+impl<S: Slots> Batch<S> {
+    /// A batch over slots you provide; `batch!` uses this.
+    pub fn from_slots(requests: Vec<Request>, slots: S) -> Self {
+        debug_assert_eq!(requests.len(), slots.len());
+        Batch {
+            requests,
+            slots,
+            arms: ArmSet::default(),
+            options: Options::default(),
+        }
+    }
+}
+
+impl<S: Slots, B, P, T, C, F> Batch<S, ArmSet<B, P, T, C, F>> {
+    /// How many requests the batch has.
+    pub fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Whether the batch has no request.
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    /// At most `limit` requests in flight at once (at least 1). The default
+    /// is [`DEFAULT_CONCURRENCY`](crate::DEFAULT_CONCURRENCY).
+    pub fn concurrency(mut self, limit: usize) -> Self {
+        self.options.concurrency = limit.max(1);
+        self
+    }
+
+    /// Requests still unfinished after `deadline` fail with
+    /// [`ErrorKind::Deadline`](crate::ErrorKind::Deadline) (`catch` runs for each).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.options.deadline = Some(deadline);
+        self
+    }
+
+    /// The first failure cancels the rest: they end as
+    /// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled), without `catch`.
+    pub fn fail_fast(mut self) -> Self {
+        self.options.fail_fast = true;
+        self
+    }
+
+    fn map_arms<A2>(self, change: impl FnOnce(ArmSet<B, P, T, C, F>) -> A2) -> Batch<S, A2> {
+        Batch {
+            requests: self.requests,
+            slots: self.slots,
+            arms: change(self.arms),
+            options: self.options,
+        }
+    }
+
+    /// `before`: once, before any request starts.
+    pub fn before<G>(self, arm: G) -> Batch<S, ArmSet<SyncArm<G>, P, T, C, F>>
+    where
+        G: FnMut(&BatchState),
+    {
+        self.map_arms(|a| ArmSet {
+            before: SyncArm(arm),
+            progress: a.progress,
+            then: a.then,
+            catch: a.catch,
+            finally: a.finally,
+        })
+    }
+
+    /// `before`, as an async closure.
+    pub fn before_async<G>(self, arm: G) -> Batch<S, ArmSet<AsyncArm<G>, P, T, C, F>>
+    where
+        G: AsyncFnMut(&BatchState),
+    {
+        self.map_arms(|a| ArmSet {
+            before: AsyncArm(arm),
+            progress: a.progress,
+            then: a.then,
+            catch: a.catch,
+            finally: a.finally,
+        })
+    }
+
+    /// `progress`: once per success, in completion order.
+    pub fn progress<G>(self, arm: G) -> Batch<S, ArmSet<B, SyncArm<G>, T, C, F>>
+    where
+        G: FnMut(&BatchState, S::Key, &Response),
+    {
+        self.map_arms(|a| ArmSet {
+            before: a.before,
+            progress: SyncArm(arm),
+            then: a.then,
+            catch: a.catch,
+            finally: a.finally,
+        })
+    }
+
+    /// `progress`, as an async closure.
+    pub fn progress_async<G>(self, arm: G) -> Batch<S, ArmSet<B, AsyncArm<G>, T, C, F>>
+    where
+        G: AsyncFnMut(&BatchState, S::Key, &Response),
+    {
+        self.map_arms(|a| ArmSet {
+            before: a.before,
+            progress: AsyncArm(arm),
+            then: a.then,
+            catch: a.catch,
+            finally: a.finally,
+        })
+    }
+
+    /// `then`: once, with every success value, only if nothing failed.
+    pub fn then<G>(self, arm: G) -> Batch<S, ArmSet<B, P, SyncArm<G>, C, F>>
+    where
+        G: FnMut(&BatchState, &S::AllOk),
+    {
+        self.map_arms(|a| ArmSet {
+            before: a.before,
+            progress: a.progress,
+            then: SyncArm(arm),
+            catch: a.catch,
+            finally: a.finally,
+        })
+    }
+
+    /// `then`, as an async closure.
+    pub fn then_async<G>(self, arm: G) -> Batch<S, ArmSet<B, P, AsyncArm<G>, C, F>>
+    where
+        G: AsyncFnMut(&BatchState, &S::AllOk),
+    {
+        self.map_arms(|a| ArmSet {
+            before: a.before,
+            progress: a.progress,
+            then: AsyncArm(arm),
+            catch: a.catch,
+            finally: a.finally,
+        })
+    }
+
+    /// `catch`: once per failure, in completion order.
+    pub fn catch<G>(self, arm: G) -> Batch<S, ArmSet<B, P, T, SyncArm<G>, F>>
+    where
+        G: FnMut(&BatchState, S::Key, &Error),
+    {
+        self.map_arms(|a| ArmSet {
+            before: a.before,
+            progress: a.progress,
+            then: a.then,
+            catch: SyncArm(arm),
+            finally: a.finally,
+        })
+    }
+
+    /// `catch`, as an async closure.
+    pub fn catch_async<G>(self, arm: G) -> Batch<S, ArmSet<B, P, T, AsyncArm<G>, F>>
+    where
+        G: AsyncFnMut(&BatchState, S::Key, &Error),
+    {
+        self.map_arms(|a| ArmSet {
+            before: a.before,
+            progress: a.progress,
+            then: a.then,
+            catch: AsyncArm(arm),
+            finally: a.finally,
+        })
+    }
+
+    /// `finally`: once, always, last, with every result.
+    pub fn finally<G>(self, arm: G) -> Batch<S, ArmSet<B, P, T, C, SyncArm<G>>>
+    where
+        G: FnMut(&BatchState, &S::All),
+    {
+        self.map_arms(|a| ArmSet {
+            before: a.before,
+            progress: a.progress,
+            then: a.then,
+            catch: a.catch,
+            finally: SyncArm(arm),
+        })
+    }
+
+    /// `finally`, as an async closure.
+    pub fn finally_async<G>(self, arm: G) -> Batch<S, ArmSet<B, P, T, C, AsyncArm<G>>>
+    where
+        G: AsyncFnMut(&BatchState, &S::All),
+    {
+        self.map_arms(|a| ArmSet {
+            before: a.before,
+            progress: a.progress,
+            then: a.then,
+            catch: a.catch,
+            finally: AsyncArm(arm),
+        })
+    }
+}
+
+impl<S: Slots, A: Arms<S>> Batch<S, A> {
+    /// Runs the batch and returns every result in definition order.
+    ///
+    /// # Panics
+    ///
+    /// Resumes the first panic of an arm, after `finally` has run.
+    pub async fn send(mut self, client: &Client) -> S::All {
+        engine::run(
+            client,
+            self.requests,
+            self.slots,
+            &self.options,
+            &mut self.arms,
+        )
+        .await
+    }
+
+    /// Runs the batch and returns every success value, or the first error
+    /// in definition order. Arms run exactly as with [`Batch::send`].
+    ///
+    /// # Errors
+    ///
+    /// The first failed request's error.
+    ///
+    /// # Panics
+    ///
+    /// Resumes the first panic of an arm, after `finally` has run.
+    pub async fn try_send(self, client: &Client) -> Result<S::AllOk, Error> {
+        S::first_error(self.send(client).await)
+    }
+}
+
+impl<S, A> std::fmt::Debug for Batch<S, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("requests", &self.requests)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,543 @@
+//! The HTTP client: base URL, default headers, timeouts, body limit, and the
+//! transport (real reqwest or the in-process fake).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, Url};
+use tracing::Instrument;
+
+use crate::error::{Error, ErrorKind};
+use crate::fake::Fake;
+use crate::redact;
+use crate::request::Request;
+use crate::response::Response;
+
+/// Default total timeout of a request: connect, send, and read the body.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default response body limit: 10 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 10 * 1024 * 1024;
+
+/// An HTTP client for batches. Cheap to clone: clones share one connection
+/// pool (or one [`Fake`]).
+///
+/// Paths are appended to the base URL and can never change its scheme, host
+/// or port: `//other.host/x`, `..` above the base path and absolute URLs to
+/// another origin are refused before any I/O with
+/// [`ErrorKind::BaseUrlEscape`]. Without a base URL, absolute URLs are
+/// required.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    transport: Transport,
+    base: Option<Base>,
+    headers: HeaderMap,
+    timeout: Duration,
+    body_limit: usize,
+}
+
+enum Transport {
+    Http(reqwest::Client),
+    Fake(Fake),
+}
+
+/// A base URL, split once into what joined URLs are checked against.
+struct Base {
+    url: Url,
+    /// The base without a trailing slash; paths are appended after a `/`.
+    prefix: String,
+    /// The base path with a trailing slash: joined paths must stay under it.
+    path: String,
+}
+
+/// A request resolved against the client: absolute URL, merged headers.
+pub(crate) struct Prepared {
+    pub(crate) method: Method,
+    pub(crate) url: Url,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Option<Bytes>,
+    pub(crate) timeout: Duration,
+}
+
+impl Client {
+    /// A client with the defaults: no base URL, 30 s total and 10 s connect
+    /// timeout, 10 MiB body limit.
+    ///
+    /// # Panics
+    ///
+    /// If the TLS backend cannot be initialised (as `reqwest::Client::new`).
+    pub fn new() -> Self {
+        match Client::builder().build() {
+            Ok(client) => client,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Starts configuring a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder {
+            base_url: None,
+            headers: HeaderMap::new(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            body_limit: DEFAULT_BODY_LIMIT,
+            fake: None,
+            error: None,
+        }
+    }
+
+    /// The response body limit in bytes.
+    pub fn body_limit(&self) -> usize {
+        self.inner.body_limit
+    }
+
+    /// The default total timeout.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// Sends one request (with its retries) outside any batch.
+    ///
+    /// # Errors
+    ///
+    /// Every failure of [`ErrorKind`]: a bad or escaping URL, transport
+    /// errors, timeouts, status ≥ 400, a body over the limit.
+    pub async fn send(&self, request: Request) -> Result<Response, Error> {
+        self.execute(&request, None).await
+    }
+
+    /// Resolves the URL and merges headers, refusing escapes before any I/O.
+    pub(crate) fn prepare(&self, request: &Request) -> Result<Prepared, Error> {
+        if let Some(err) = &request.error {
+            return Err(Error::new(ErrorKind::Builder, err.clone())
+                .with_request(&request.method, &redact::url_str(&request.target)));
+        }
+        let mut url = self
+            .resolve(&request.target)
+            .map_err(|e| e.with_request(&request.method, &redact::url_str(&request.target)))?;
+        if !request.query.is_empty() {
+            let query = match url.query() {
+                Some(existing) if !existing.is_empty() => format!("{existing}&{}", request.query),
+                _ => request.query.clone(),
+            };
+            url.set_query(Some(&query));
+        }
+        let headers = if self.inner.headers.is_empty() {
+            request.headers.clone()
+        } else {
+            let mut merged = self.inner.headers.clone();
+            for (name, value) in &request.headers {
+                merged.insert(name, value.clone());
+            }
+            merged
+        };
+        Ok(Prepared {
+            method: request.method.clone(),
+            url,
+            headers,
+            body: request.body.clone(),
+            timeout: request.timeout.unwrap_or(self.inner.timeout),
+        })
+    }
+
+    fn resolve(&self, target: &str) -> Result<Url, Error> {
+        let Some(base) = &self.inner.base else {
+            return absolute_url(target);
+        };
+        let has_scheme = target
+            .split_once("://")
+            .is_some_and(|(scheme, _)| !scheme.is_empty() && !scheme.contains(['/', '?', '#']));
+        let joined = if has_scheme {
+            absolute_url(target)?
+        } else {
+            if ["//", "\\\\", "/\\", "\\/"]
+                .iter()
+                .any(|p| target.starts_with(p))
+            {
+                return Err(escape(
+                    target,
+                    "it starts with `//`, which names another host; write a path like `/x`",
+                ));
+            }
+            let path = target.trim_start_matches('/');
+            Url::parse(&format!("{}/{path}", base.prefix)).map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidUrl,
+                    format!("`{target}` is not a valid path: {e}"),
+                )
+            })?
+        };
+        let same_origin = joined.scheme() == base.url.scheme()
+            && joined.host_str() == base.url.host_str()
+            && joined.port_or_known_default() == base.url.port_or_known_default();
+        if !same_origin {
+            return Err(escape(
+                target,
+                "it would change the scheme, host or port of the base URL",
+            ));
+        }
+        let path = joined.path();
+        if !(path.starts_with(&base.path) || format!("{path}/") == base.path) {
+            return Err(escape(
+                target,
+                "it resolves outside the base URL's path (a `..` segment?)",
+            ));
+        }
+        Ok(joined)
+    }
+
+    /// Sends a request with its retries, in a tracing span.
+    pub(crate) async fn execute(
+        &self,
+        request: &Request,
+        key: Option<&(dyn fmt::Display + Sync)>,
+    ) -> Result<Response, Error> {
+        let prepared = self.prepare(request)?;
+        let span = tracing::debug_span!(
+            "batch.request",
+            key = key.map(tracing::field::display),
+            method = %prepared.method,
+            url = %Redacted(&prepared.url),
+            status = tracing::field::Empty,
+            attempt = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
+        let retry = request.retry.as_ref();
+        async move {
+            let started = Instant::now();
+            let mut attempt = 1u32;
+            let result = loop {
+                let result = self.attempt(&prepared).await;
+                let wait = match (&result, retry) {
+                    (Err(err), Some(retry)) => retry.next_wait(attempt, err),
+                    _ => None,
+                };
+                let Some(wait) = wait else { break result };
+                tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %ErrMsg(&result), "retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            };
+            let span = tracing::Span::current();
+            span.record("attempt", attempt);
+            span.record("duration_ms", started.elapsed().as_millis() as u64);
+            match &result {
+                Ok(response) => span.record("status", response.status().as_u16()),
+                Err(err) => match err.status() {
+                    Some(status) => span.record("status", status.as_u16()),
+                    None => span.record("status", tracing::field::display(err.kind_name())),
+                },
+            };
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// One attempt: send, read the body within the limit, check the status.
+    async fn attempt(&self, prepared: &Prepared) -> Result<Response, Error> {
+        let response = match &self.inner.transport {
+            Transport::Http(client) => self.attempt_http(client, prepared).await,
+            Transport::Fake(fake) => fake.respond(prepared, self.inner.body_limit).await,
+        };
+        let response =
+            response.map_err(|e| e.with_request(&prepared.method, &redact::url(&prepared.url)))?;
+        if response.status().as_u16() >= 400 {
+            return Err(Error::status_error(response)
+                .with_request(&prepared.method, &redact::url(&prepared.url)));
+        }
+        Ok(response)
+    }
+
+    async fn attempt_http(
+        &self,
+        client: &reqwest::Client,
+        prepared: &Prepared,
+    ) -> Result<Response, Error> {
+        let mut builder = client
+            .request(prepared.method.clone(), prepared.url.clone())
+            .headers(prepared.headers.clone())
+            .timeout(prepared.timeout);
+        if let Some(body) = &prepared.body {
+            builder = builder.body(body.clone());
+        }
+        let to_error = |e| Error::from_reqwest(e, prepared.timeout);
+        let mut response = builder.send().await.map_err(to_error)?;
+        let limit = self.inner.body_limit;
+        if response
+            .content_length()
+            .is_some_and(|len| len > limit as u64)
+        {
+            return Err(too_large(limit));
+        }
+        let status = response.status();
+        let headers = std::mem::take(response.headers_mut());
+        let url = response.url().clone();
+        // Most bodies arrive in one chunk: keep it without copying.
+        let mut first: Option<Bytes> = None;
+        let mut rest = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(to_error)? {
+            let so_far = first.as_ref().map_or(0, Bytes::len) + rest.len();
+            if so_far + chunk.len() > limit {
+                return Err(too_large(limit));
+            }
+            match &first {
+                None => first = Some(chunk),
+                Some(head) => {
+                    if rest.is_empty() {
+                        rest.extend_from_slice(head);
+                    }
+                    rest.extend_from_slice(&chunk);
+                }
+            }
+        }
+        let body = if rest.is_empty() {
+            first.unwrap_or_default()
+        } else {
+            rest.freeze()
+        };
+        Ok(Response::new(status, headers, url, body))
+    }
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new()
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field(
+                "base_url",
+                &self.inner.base.as_ref().map(|b| redact::url(&b.url)),
+            )
+            .field("headers", &redact::Headers(&self.inner.headers))
+            .field("timeout", &self.inner.timeout)
+            .field("body_limit", &self.inner.body_limit)
+            .field("fake", &matches!(self.inner.transport, Transport::Fake(_)))
+            .finish()
+    }
+}
+
+pub(crate) fn too_large(limit: usize) -> Error {
+    Error::new(
+        ErrorKind::BodyTooLarge { limit },
+        format!("response body is larger than the {limit}-byte limit (raise it with `ClientBuilder::body_limit`)"),
+    )
+}
+
+fn escape(target: &str, why: &str) -> Error {
+    Error::new(
+        ErrorKind::BaseUrlEscape,
+        format!("refused `{}`: {why}", redact::url_str(target)),
+    )
+}
+
+fn absolute_url(target: &str) -> Result<Url, Error> {
+    match Url::parse(target) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(url),
+        Ok(url) => Err(Error::new(
+            ErrorKind::InvalidUrl,
+            format!("`{}` is not an http(s) URL", redact::url(&url)),
+        )),
+        Err(url::ParseError::RelativeUrlWithoutBase) => Err(Error::new(
+            ErrorKind::InvalidUrl,
+            format!("`{target}` is a relative path, but the client has no base URL (set one with `ClientBuilder::base_url`)"),
+        )),
+        Err(e) => Err(Error::new(
+            ErrorKind::InvalidUrl,
+            format!("`{}` is not a valid URL: {e}", redact::url_str(target)),
+        )),
+    }
+}
+
+struct Redacted<'a>(&'a Url);
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact::url(self.0))
+    }
+}
+
+struct ErrMsg<'a>(&'a Result<Response, Error>);
+
+impl fmt::Display for ErrMsg<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Ok(_) => Ok(()),
+            Err(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+/// Configures a [`Client`].
+#[must_use]
+pub struct ClientBuilder {
+    base_url: Option<String>,
+    headers: HeaderMap,
+    timeout: Duration,
+    connect_timeout: Duration,
+    body_limit: usize,
+    fake: Option<Fake>,
+    error: Option<Error>,
+}
+
+impl ClientBuilder {
+    /// The base URL that request paths are appended to.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// A header sent with every request (a request's own value wins).
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: fmt::Display,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: fmt::Display,
+    {
+        let parsed = HeaderName::try_from(name)
+            .map_err(|e| format!("invalid header name: {e}"))
+            .and_then(|name| {
+                HeaderValue::try_from(value)
+                    .map(|value| (name, value))
+                    .map_err(|e| format!("invalid header value: {e}"))
+            });
+        match parsed {
+            Ok((name, mut value)) => {
+                if redact::is_sensitive(&name) {
+                    value.set_sensitive(true);
+                }
+                self.headers.insert(name, value);
+            }
+            Err(message) => {
+                self.error
+                    .get_or_insert(Error::new(ErrorKind::Builder, message));
+            }
+        }
+        self
+    }
+
+    /// The default total timeout of each request (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The connect timeout (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The largest response body accepted, in bytes (default 10 MiB).
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Sends every request to `fake` instead of the network.
+    pub fn fake(mut self, fake: &Fake) -> Self {
+        self.fake = Some(fake.clone());
+        self
+    }
+
+    /// Builds the client.
+    ///
+    /// # Errors
+    ///
+    /// An invalid base URL or default header, or a TLS backend that fails
+    /// to initialise.
+    pub fn build(self) -> Result<Client, Error> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        let base = match self.base_url {
+            None => None,
+            Some(raw) => {
+                let url = absolute_url(&raw)?;
+                let prefix = url.as_str().trim_end_matches('/').to_owned();
+                let path = format!("{}/", url.path().trim_end_matches('/'));
+                Some(Base { url, prefix, path })
+            }
+        };
+        let transport = match self.fake {
+            Some(fake) => Transport::Fake(fake),
+            None => Transport::Http(
+                reqwest::Client::builder()
+                    .timeout(self.timeout)
+                    .connect_timeout(self.connect_timeout)
+                    .build()
+                    .map_err(|e| Error::from_reqwest(e, self.timeout))?,
+            ),
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                transport,
+                base,
+                headers: self.headers,
+                timeout: self.timeout,
+                body_limit: self.body_limit,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> Client {
+        Client::builder().base_url(base).build().unwrap()
+    }
+
+    #[test]
+    fn paths_append_to_the_base_url() {
+        let c = client("http://127.0.0.1:8080/api");
+        let url = c.resolve("/users/1").unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:8080/api/users/1");
+        assert_eq!(
+            c.resolve("users").unwrap().as_str(),
+            "http://127.0.0.1:8080/api/users"
+        );
+        assert_eq!(
+            c.resolve("http://127.0.0.1:8080/api/x").unwrap().as_str(),
+            "http://127.0.0.1:8080/api/x"
+        );
+    }
+
+    #[test]
+    fn escapes_from_the_base_url_are_refused() {
+        let c = client("http://127.0.0.1:8080/api/");
+        for target in [
+            "//evil.example/x",
+            "/\\evil.example/x",
+            "../admin",
+            "/a/../../admin",
+            "/%2e%2e/admin",
+            "http://evil.example/api/x",
+            "https://127.0.0.1:8080/api/x",
+            "http://127.0.0.1:9090/api/x",
+        ] {
+            let err = c.resolve(target).expect_err(target);
+            assert_eq!(err.kind(), &ErrorKind::BaseUrlEscape, "{target}: {err}");
+        }
+    }
+
+    #[test]
+    fn relative_path_without_base_says_how_to_fix_it() {
+        let err = Client::new().resolve("/x").unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::InvalidUrl);
+        assert!(err.to_string().contains("base_url"), "{err}");
+    }
+}

@@ -1,0 +1,399 @@
+//! The batch engine: runs requests with a concurrency limit and calls the
+//! arms one at a time, in completion order, on the batch's own task.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::panic::{resume_unwind, AssertUnwindSafe};
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use tokio::time::Sleep;
+use tracing::Instrument;
+
+use crate::arms::Arms;
+use crate::client::Client;
+use crate::error::{Error, ErrorKind};
+use crate::redact;
+use crate::request::Request;
+use crate::response::Response;
+use crate::slots::Slots;
+use crate::state::BatchState;
+
+/// Requests in flight at once unless [`Batch::concurrency`](crate::Batch::concurrency)
+/// says otherwise: enough that a batch of a few keys runs all at once, few
+/// enough that a 10,000-request batch does not open 10,000 sockets.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+
+/// How a batch runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) concurrency: usize,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) fail_fast: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            concurrency: DEFAULT_CONCURRENCY,
+            deadline: None,
+            fail_fast: false,
+        }
+    }
+}
+
+type Completion = (usize, Result<Response, Error>);
+type Panic = Box<dyn Any + Send + 'static>;
+
+/// What the run loop keeps besides the arms and the requests in flight.
+struct Ledger<S: Slots> {
+    slots: S,
+    state: BatchState,
+    /// The first panic of an arm, resumed after `finally`.
+    panic: Option<Panic>,
+    /// Completions that arrived while an arm was running, in order.
+    ready: VecDeque<Completion>,
+    done: Vec<bool>,
+}
+
+/// Runs every request and every arm; returns the results in definition
+/// order. A panic in an arm is held until `finally` has run, then resumed.
+pub(crate) async fn run<S: Slots, A: Arms<S>>(
+    client: &Client,
+    requests: Vec<Request>,
+    slots: S,
+    options: &Options,
+    arms: &mut A,
+) -> S::All {
+    let span = tracing::info_span!(
+        "batch",
+        requests = requests.len(),
+        concurrency = options.concurrency,
+        failed = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+    );
+    run_in_span(client, requests, slots, options, arms)
+        .instrument(span)
+        .await
+}
+
+async fn run_in_span<S: Slots, A: Arms<S>>(
+    client: &Client,
+    requests: Vec<Request>,
+    slots: S,
+    options: &Options,
+    arms: &mut A,
+) -> S::All {
+    let total = requests.len();
+    let started = Instant::now();
+    let keys: Vec<S::Key> = (0..total).map(|i| slots.key(i)).collect();
+    let mut ledger = Ledger {
+        slots,
+        state: BatchState::new(total),
+        panic: None,
+        ready: VecDeque::new(),
+        done: vec![false; total],
+    };
+
+    // `before` runs before any request starts: nothing is in flight yet.
+    let mut in_flight: Option<InFlight<_, _>> = None;
+    let before = arms.before(&ledger.state);
+    drive(before, &mut in_flight, &mut ledger.ready, &mut ledger.panic).await;
+
+    in_flight = Some(InFlight::new(total, options.concurrency, |i| {
+        start(client, i, &requests[i], &keys[i])
+    }));
+    let mut deadline = options.deadline.map(|d| Box::pin(tokio::time::sleep(d)));
+    let mut deadline_passed = false;
+    loop {
+        let completion = match ledger.ready.pop_front() {
+            Some(completion) => completion,
+            None => match next(in_flight.as_mut(), deadline.as_mut()).await {
+                Next::Done(completion) => completion,
+                Next::Finished => break,
+                Next::DeadlinePassed => {
+                    deadline_passed = true;
+                    break;
+                }
+            },
+        };
+        let (index, result) = completion;
+        let failed = settle(
+            &mut ledger,
+            arms,
+            &mut in_flight,
+            &requests,
+            &keys,
+            index,
+            result,
+        )
+        .await;
+        if failed && options.fail_fast {
+            break;
+        }
+    }
+    // Cancel what still runs; what already completed is settled as it is.
+    drop(in_flight.take());
+    while let Some((index, result)) = ledger.ready.pop_front() {
+        settle(
+            &mut ledger,
+            arms,
+            &mut in_flight,
+            &requests,
+            &keys,
+            index,
+            result,
+        )
+        .await;
+    }
+    for index in 0..total {
+        if ledger.done[index] {
+            continue;
+        }
+        let request = &requests[index];
+        if deadline_passed {
+            let err = Error::new(
+                ErrorKind::Deadline,
+                "the batch deadline passed before it finished",
+            )
+            .with_request(&request.method, &redact::url_str(&request.target));
+            settle(
+                &mut ledger,
+                arms,
+                &mut in_flight,
+                &requests,
+                &keys,
+                index,
+                Err(err),
+            )
+            .await;
+        } else {
+            // Cancelled by fail_fast: counted as failed, but no `catch`.
+            let err = Error::cancelled("an earlier request failed and the batch is fail_fast")
+                .with_request(&request.method, &redact::url_str(&request.target))
+                .with_key(&keys[index]);
+            ledger.done[index] = true;
+            ledger.state.record_failure();
+            ledger.slots.fail(index, err);
+        }
+    }
+
+    let Ledger {
+        slots,
+        mut state,
+        mut panic,
+        ..
+    } = ledger;
+    state.finish();
+    let all = match slots.finish() {
+        Ok(ok) => {
+            if panic.is_none() {
+                drive(
+                    arms.then(&state, &ok),
+                    &mut in_flight,
+                    &mut VecDeque::new(),
+                    &mut panic,
+                )
+                .await;
+            }
+            S::widen(ok)
+        }
+        Err(all) => all,
+    };
+    // `finally` runs even after a panic in another arm.
+    let finally_panic = AssertUnwindSafe(arms.finally(&state, &all))
+        .catch_unwind()
+        .await
+        .err();
+    let span = tracing::Span::current();
+    span.record("failed", state.failed_requests());
+    span.record("duration_ms", started.elapsed().as_millis() as u64);
+    if let Some(payload) = panic.or(finally_panic) {
+        resume_unwind(payload);
+    }
+    all
+}
+
+/// Records one result in its slot and the counters, then runs `progress`
+/// or `catch` for it (unless an arm already panicked). Returns whether it
+/// was a failure.
+async fn settle<S, A, I>(
+    ledger: &mut Ledger<S>,
+    arms: &mut A,
+    in_flight: &mut Option<I>,
+    requests: &[Request],
+    keys: &[S::Key],
+    index: usize,
+    result: Result<Response, Error>,
+) -> bool
+where
+    S: Slots,
+    A: Arms<S>,
+    I: futures_util::Stream<Item = Completion> + Unpin,
+{
+    ledger.done[index] = true;
+    let key = &keys[index];
+    let decoded = result.and_then(|response| match ledger.slots.decode(index, &response) {
+        Ok(()) => Ok(response),
+        Err(err) => Err(err.with_request(&requests[index].method, &redact::url(response.url()))),
+    });
+    match decoded {
+        Ok(response) => {
+            ledger.state.record_success();
+            if ledger.panic.is_none() {
+                let arm = arms.progress(&ledger.state, key.clone(), &response);
+                drive(arm, in_flight, &mut ledger.ready, &mut ledger.panic).await;
+            }
+            false
+        }
+        Err(err) => {
+            let err = err.with_key(key);
+            ledger.state.record_failure();
+            if ledger.panic.is_none() {
+                let arm = arms.catch(&ledger.state, key.clone(), &err);
+                drive(arm, in_flight, &mut ledger.ready, &mut ledger.panic).await;
+            }
+            ledger.slots.fail(index, err);
+            true
+        }
+    }
+}
+
+/// Runs an arm to completion while the requests in flight keep going
+/// (their completions queue up in `ready`), so a slow arm cannot starve
+/// them into timeouts. Catches a panic into `panic`.
+async fn drive<Fut, I>(
+    arm: Fut,
+    in_flight: &mut Option<I>,
+    ready: &mut VecDeque<Completion>,
+    panic: &mut Option<Panic>,
+) where
+    Fut: Future<Output = ()>,
+    I: futures_util::Stream<Item = Completion> + Unpin,
+{
+    let mut arm = pin!(AssertUnwindSafe(arm).catch_unwind());
+    let outcome = poll_fn(|cx| {
+        if let Poll::Ready(outcome) = arm.as_mut().poll(cx) {
+            return Poll::Ready(outcome);
+        }
+        if let Some(in_flight) = in_flight.as_mut() {
+            while let Poll::Ready(Some(completion)) = in_flight.poll_next_unpin(cx) {
+                ready.push_back(completion);
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    if let Err(payload) = outcome {
+        tracing::error!(panic = %panic_message(&payload), "a batch arm panicked; `finally` still runs");
+        panic.get_or_insert(payload);
+    }
+}
+
+pub(crate) fn panic_message(payload: &Panic) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_owned()
+    }
+}
+
+enum Next {
+    Done(Completion),
+    Finished,
+    DeadlinePassed,
+}
+
+async fn next<I>(in_flight: Option<&mut I>, deadline: Option<&mut Pin<Box<Sleep>>>) -> Next
+where
+    I: futures_util::Stream<Item = Completion> + Unpin,
+{
+    let Some(in_flight) = in_flight else {
+        return Next::Finished;
+    };
+    match deadline {
+        None => match in_flight.next().await {
+            Some(completion) => Next::Done(completion),
+            None => Next::Finished,
+        },
+        Some(deadline) => {
+            tokio::select! {
+                biased;
+                completion = in_flight.next() => match completion {
+                    Some(completion) => Next::Done(completion),
+                    None => Next::Finished,
+                },
+                () = deadline.as_mut() => Next::DeadlinePassed,
+            }
+        }
+    }
+}
+
+/// One request's future: sends it (with retries) under its key.
+fn start<'a, K: std::fmt::Display + Sync>(
+    client: &'a Client,
+    index: usize,
+    request: &'a Request,
+    key: &'a K,
+) -> impl Future<Output = Completion> + 'a {
+    async move { (index, client.execute(request, Some(key)).await) }
+}
+
+/// The requests in flight: never more than `limit`, started in definition
+/// order as earlier ones complete.
+struct InFlight<F, Fut> {
+    start: F,
+    next: usize,
+    total: usize,
+    limit: usize,
+    running: FuturesUnordered<Fut>,
+}
+
+impl<F, Fut> InFlight<F, Fut>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Completion>,
+{
+    fn new(total: usize, limit: usize, start: F) -> Self {
+        InFlight {
+            start,
+            next: 0,
+            total,
+            limit: limit.max(1),
+            running: FuturesUnordered::new(),
+        }
+    }
+
+    fn fill(&mut self) {
+        while self.running.len() < self.limit && self.next < self.total {
+            self.running.push((self.start)(self.next));
+            self.next += 1;
+        }
+    }
+}
+
+impl<F, Fut> futures_util::Stream for InFlight<F, Fut>
+where
+    F: FnMut(usize) -> Fut + Unpin,
+    Fut: Future<Output = Completion>,
+{
+    type Item = Completion;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
+        let this = self.get_mut();
+        this.fill();
+        match this.running.poll_next_unpin(cx) {
+            Poll::Ready(Some(completion)) => {
+                this.fill();
+                Poll::Ready(Some(completion))
+            }
+            other => other,
+        }
+    }
+}

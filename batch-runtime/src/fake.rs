@@ -1,0 +1,679 @@
+//! An in-process fake transport for tests: stubbed replies, recorded
+//! requests and assertions. No socket is opened.
+//!
+//! ```
+//! use batch_runtime::fake::{Fake, Reply};
+//! use batch_runtime::{get, Client, Method};
+//!
+//! # tokio_test_block(async {
+//! let fake = Fake::new();
+//! fake.stub(Method::GET, "*/users/*", Reply::json(serde_json::json!({ "id": 7 })));
+//! let client = Client::builder().base_url("http://api.test").fake(&fake).build()?;
+//!
+//! let user = client.send(get("/users/7")).await?;
+//! assert_eq!(user.json::<serde_json::Value>()?["id"], 7);
+//! fake.assert_sent(|r| r.method() == Method::GET && r.url().path() == "/users/7");
+//! # Ok::<(), batch_runtime::Error>(()) });
+//! # fn tokio_test_block<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::client::{too_large, Prepared};
+use crate::error::{Error, ErrorKind};
+use crate::redact;
+use crate::response::Response;
+
+/// The fake: rules matched in the order they were added, and the requests
+/// it received. Clones share state, so keep one in the test and give
+/// clients to the code under test with [`ClientBuilder::fake`](crate::ClientBuilder::fake).
+///
+/// A request that no rule matches fails with [`ErrorKind::UnmatchedFake`]
+/// naming it and the rules, unless [`Fake::allow_stray_requests`] was called
+/// (then it gets an empty `200`).
+#[derive(Clone, Default)]
+pub struct Fake {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    rules: Mutex<Vec<Rule>>,
+    sent: Mutex<Vec<RecordedRequest>>,
+    allow_stray: AtomicBool,
+}
+
+struct Rule {
+    method: Option<Method>,
+    pattern: String,
+    responder: Responder,
+}
+
+/// What a rule answers with: a fixed [`Reply`], a [`Sequence`], or a
+/// closure (see [`Fake::stub_with`]).
+pub enum Responder {
+    /// The same reply every time.
+    Reply(Reply),
+    /// Replies in turn.
+    Sequence(Mutex<Sequence>),
+    /// A reply computed from the request.
+    Closure(Box<dyn Fn(&RecordedRequest) -> Reply + Send + Sync>),
+}
+
+impl From<Reply> for Responder {
+    fn from(reply: Reply) -> Self {
+        Responder::Reply(reply)
+    }
+}
+
+impl From<Sequence> for Responder {
+    fn from(sequence: Sequence) -> Self {
+        Responder::Sequence(Mutex::new(sequence))
+    }
+}
+
+/// A stubbed reply: status, headers, body, an optional delay, or a
+/// simulated failure.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    delay: Option<Duration>,
+    failure: Option<Failure>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    Connect,
+    Timeout,
+}
+
+impl Reply {
+    /// An empty reply with this status.
+    ///
+    /// # Panics
+    ///
+    /// If `status` is not in 100..=999.
+    pub fn status(status: u16) -> Self {
+        let status = match StatusCode::from_u16(status) {
+            Ok(status) => status,
+            Err(_) => panic!("{status} is not a valid HTTP status code"),
+        };
+        Reply {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            delay: None,
+            failure: None,
+        }
+    }
+
+    /// `200` with an empty body.
+    pub fn ok() -> Self {
+        Reply::status(200)
+    }
+
+    /// `200` with a JSON body.
+    ///
+    /// # Panics
+    ///
+    /// If `body` cannot be serialized as JSON (a test bug).
+    pub fn json<T: Serialize + ?Sized>(body: &T) -> Self {
+        let bytes = match serde_json::to_vec(body) {
+            Ok(bytes) => bytes,
+            Err(e) => panic!("fake reply body could not be serialized: {e}"),
+        };
+        Reply::ok()
+            .header(CONTENT_TYPE, "application/json")
+            .body(bytes)
+    }
+
+    /// `200` with a text body.
+    pub fn text(body: impl Into<String>) -> Self {
+        Reply::ok()
+            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(body.into())
+    }
+
+    /// The connection fails ([`ErrorKind::Connect`]).
+    pub fn connection_failed() -> Self {
+        Reply {
+            failure: Some(Failure::Connect),
+            ..Reply::ok()
+        }
+    }
+
+    /// The request times out ([`ErrorKind::Timeout`]) without waiting for
+    /// the real timeout.
+    pub fn timeout() -> Self {
+        Reply {
+            failure: Some(Failure::Timeout),
+            ..Reply::ok()
+        }
+    }
+
+    /// Replaces the status.
+    #[must_use]
+    pub fn with_status(mut self, status: u16) -> Self {
+        let body = std::mem::take(&mut self.body);
+        let headers = std::mem::take(&mut self.headers);
+        Reply {
+            headers,
+            body,
+            ..Reply::status(status)
+        }
+        .keep_timing(&self)
+    }
+
+    fn keep_timing(mut self, from: &Reply) -> Self {
+        self.delay = from.delay;
+        self.failure = from.failure;
+        self
+    }
+
+    /// Adds a header.
+    ///
+    /// # Panics
+    ///
+    /// On an invalid header name or value (a test bug).
+    #[must_use]
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: fmt::Debug,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: fmt::Debug,
+    {
+        let name = HeaderName::try_from(name).expect("valid header name in a fake reply");
+        let value = HeaderValue::try_from(value).expect("valid header value in a fake reply");
+        self.headers.append(name, value);
+        self
+    }
+
+    /// Replaces the body.
+    #[must_use]
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Waits this long before answering (a request timeout still applies).
+    #[must_use]
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+}
+
+/// Replies handed out in turn; once they run out, the `when_empty` reply
+/// (or, without one, an [`ErrorKind::UnmatchedFake`] error).
+#[derive(Debug, Default)]
+pub struct Sequence {
+    replies: VecDeque<Reply>,
+    when_empty: Option<Reply>,
+}
+
+impl Sequence {
+    /// An empty sequence.
+    pub fn new() -> Self {
+        Sequence::default()
+    }
+
+    /// Appends a reply.
+    #[must_use]
+    pub fn push(mut self, reply: Reply) -> Self {
+        self.replies.push_back(reply);
+        self
+    }
+
+    /// The reply once the sequence is exhausted.
+    #[must_use]
+    pub fn when_empty(mut self, reply: Reply) -> Self {
+        self.when_empty = Some(reply);
+        self
+    }
+}
+
+/// A request the fake received: method, URL, headers (the client's defaults
+/// included) and body.
+#[derive(Clone)]
+pub struct RecordedRequest {
+    method: Method,
+    url: Url,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl RecordedRequest {
+    /// The method.
+    pub fn method(&self) -> Method {
+        self.method.clone()
+    }
+
+    /// The full URL, query included.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// A header's value as text, if present and valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body bytes.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body decoded as JSON, or `None` when it is not valid for `T`.
+    pub fn json<T: DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// Whether this request matches `pattern`: an URL glob where `*` matches
+    /// anything, optionally prefixed by a method (`"POST */charge"`).
+    pub fn matches(&self, pattern: &str) -> bool {
+        let (method, glob) = split_method(pattern);
+        method.is_none_or(|m| m == self.method) && url_matches(glob, &self.url)
+    }
+}
+
+impl fmt::Debug for RecordedRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordedRequest")
+            .field("method", &self.method)
+            .field("url", &redact::url(&self.url))
+            .field("headers", &redact::Headers(&self.headers))
+            .field("body", &self.text())
+            .finish()
+    }
+}
+
+impl fmt::Display for RecordedRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.method, redact::url(&self.url))?;
+        if !self.body.is_empty() {
+            let text = self.text();
+            let shown: String = text.chars().take(200).collect();
+            write!(f, " {shown}")?;
+            if shown.len() < text.len() {
+                f.write_str("…")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Fake {
+    /// A fake with no rules.
+    pub fn new() -> Self {
+        Fake::default()
+    }
+
+    /// A client with no base URL whose requests all go to this fake.
+    ///
+    /// # Panics
+    ///
+    /// Never in practice: a fake client has nothing that can fail to build.
+    pub fn client(&self) -> crate::Client {
+        crate::Client::builder()
+            .fake(self)
+            .build()
+            .expect("a fake client without base URL always builds")
+    }
+
+    /// Answers requests with `method` whose URL matches the glob `pattern`
+    /// (`*` matches any run of characters, `/` included). Rules are tried in
+    /// the order they were added; the first match answers.
+    pub fn stub(&self, method: Method, pattern: &str, responder: impl Into<Responder>) -> &Self {
+        self.add(Some(method), pattern, responder.into())
+    }
+
+    /// Like [`Fake::stub`] for every method.
+    pub fn stub_any(&self, pattern: &str, responder: impl Into<Responder>) -> &Self {
+        self.add(None, pattern, responder.into())
+    }
+
+    /// Answers with a reply computed from the request.
+    pub fn stub_with(
+        &self,
+        method: Method,
+        pattern: &str,
+        respond: impl Fn(&RecordedRequest) -> Reply + Send + Sync + 'static,
+    ) -> &Self {
+        self.add(Some(method), pattern, Responder::Closure(Box::new(respond)))
+    }
+
+    fn add(&self, method: Option<Method>, pattern: &str, responder: Responder) -> &Self {
+        lock(&self.inner.rules).push(Rule {
+            method,
+            pattern: pattern.to_owned(),
+            responder,
+        });
+        self
+    }
+
+    /// Lets requests that match no rule through with an empty `200`.
+    pub fn allow_stray_requests(&self) -> &Self {
+        self.inner.allow_stray.store(true, Ordering::Relaxed);
+        self
+    }
+
+    /// Every request received so far, in the order they were sent.
+    pub fn recorded(&self) -> Vec<RecordedRequest> {
+        lock(&self.inner.sent).clone()
+    }
+
+    /// How many requests were received.
+    pub fn sent_count(&self) -> usize {
+        lock(&self.inner.sent).len()
+    }
+
+    /// Forgets the recorded requests (the rules stay).
+    pub fn clear_recorded(&self) {
+        lock(&self.inner.sent).clear();
+    }
+
+    /// Asserts that at least one recorded request satisfies `predicate`.
+    ///
+    /// # Panics
+    ///
+    /// When none does, listing what was sent.
+    #[track_caller]
+    pub fn assert_sent(&self, predicate: impl Fn(&RecordedRequest) -> bool) {
+        let sent = lock(&self.inner.sent);
+        if !sent.iter().any(&predicate) {
+            panic!(
+                "expected a request matching the predicate, but none was sent.\n{}",
+                listing(&sent)
+            );
+        }
+    }
+
+    /// Asserts that no recorded request satisfies `predicate`.
+    ///
+    /// # Panics
+    ///
+    /// When one does, listing the offending requests.
+    #[track_caller]
+    pub fn assert_not_sent(&self, predicate: impl Fn(&RecordedRequest) -> bool) {
+        let sent = lock(&self.inner.sent);
+        let offending: Vec<RecordedRequest> =
+            sent.iter().filter(|r| predicate(r)).cloned().collect();
+        if !offending.is_empty() {
+            panic!(
+                "expected no request matching the predicate, but {} matched.\n{}",
+                offending.len(),
+                listing(&offending)
+            );
+        }
+    }
+
+    /// Asserts the number of recorded requests.
+    ///
+    /// # Panics
+    ///
+    /// When the count differs, listing what was sent.
+    #[track_caller]
+    pub fn assert_sent_count(&self, expected: usize) {
+        let sent = lock(&self.inner.sent);
+        if sent.len() != expected {
+            panic!(
+                "expected {expected} request(s) to be sent, but {} were.\n{}",
+                sent.len(),
+                listing(&sent)
+            );
+        }
+    }
+
+    /// Asserts that requests matching `patterns` were sent in this order
+    /// (other requests may come between). Each pattern is an URL glob,
+    /// optionally prefixed by a method: `"POST */inventory/*"`.
+    ///
+    /// # Panics
+    ///
+    /// Naming the first pattern not found in order, listing what was sent.
+    #[track_caller]
+    pub fn assert_sent_in_order<'a>(&self, patterns: impl IntoIterator<Item = &'a str>) {
+        let sent = lock(&self.inner.sent);
+        let mut rest = sent.iter();
+        for (position, pattern) in patterns.into_iter().enumerate() {
+            if !rest.any(|r| r.matches(pattern)) {
+                panic!(
+                    "expected requests in order, but pattern #{} `{pattern}` was not sent after the ones before it.\n{}",
+                    position + 1,
+                    listing(&sent)
+                );
+            }
+        }
+    }
+
+    /// Asserts that no request was sent.
+    ///
+    /// # Panics
+    ///
+    /// When any was, listing them.
+    #[track_caller]
+    pub fn assert_nothing_sent(&self) {
+        let sent = lock(&self.inner.sent);
+        if !sent.is_empty() {
+            panic!(
+                "expected no request to be sent, but {} were.\n{}",
+                sent.len(),
+                listing(&sent)
+            );
+        }
+    }
+
+    /// Records the request, finds the rule, and plays its reply.
+    pub(crate) async fn respond(
+        &self,
+        prepared: &Prepared,
+        body_limit: usize,
+    ) -> Result<Response, Error> {
+        let recorded = RecordedRequest {
+            method: prepared.method.clone(),
+            url: prepared.url.clone(),
+            headers: prepared.headers.clone(),
+            body: prepared.body.clone().unwrap_or_default(),
+        };
+        lock(&self.inner.sent).push(recorded.clone());
+        let reply = self.reply_for(&recorded)?;
+        let play = async {
+            if let Some(delay) = reply.delay {
+                tokio::time::sleep(delay).await;
+            }
+            match reply.failure {
+                Some(Failure::Connect) => Err(Error::new(
+                    ErrorKind::Connect,
+                    "could not connect (fake: connection failed)",
+                )),
+                Some(Failure::Timeout) => Err(Error::new(ErrorKind::Timeout, "timed out (fake)")),
+                None => Ok(()),
+            }
+        };
+        match tokio::time::timeout(prepared.timeout, play).await {
+            Err(_) => return Err(Error::timeout(Some(prepared.timeout))),
+            Ok(result) => result?,
+        }
+        if reply.body.len() > body_limit {
+            return Err(too_large(body_limit));
+        }
+        Ok(Response::new(
+            reply.status,
+            reply.headers,
+            recorded.url,
+            reply.body,
+        ))
+    }
+
+    fn reply_for(&self, request: &RecordedRequest) -> Result<Reply, Error> {
+        let rules = lock(&self.inner.rules);
+        let rule = rules.iter().find(|rule| {
+            rule.method.as_ref().is_none_or(|m| *m == request.method)
+                && url_matches(&rule.pattern, &request.url)
+        });
+        let Some(rule) = rule else {
+            if self.inner.allow_stray.load(Ordering::Relaxed) {
+                return Ok(Reply::ok());
+            }
+            let listed: Vec<String> = rules.iter().map(Rule::describe).collect();
+            let listed = if listed.is_empty() {
+                "none".to_owned()
+            } else {
+                listed.join(", ")
+            };
+            return Err(Error::new(
+                ErrorKind::UnmatchedFake,
+                format!(
+                    "no fake rule matches {} {}; rules: {listed} (add a rule with `Fake::stub`, or call `Fake::allow_stray_requests`)",
+                    request.method,
+                    redact::url(&request.url)
+                ),
+            ));
+        };
+        match &rule.responder {
+            Responder::Reply(reply) => Ok(reply.clone()),
+            Responder::Closure(respond) => Ok(respond(request)),
+            Responder::Sequence(sequence) => {
+                let mut sequence = lock(sequence);
+                match sequence.replies.pop_front().or_else(|| sequence.when_empty.clone()) {
+                    Some(reply) => Ok(reply),
+                    None => Err(Error::new(
+                        ErrorKind::UnmatchedFake,
+                        format!(
+                            "the fake sequence for `{}` is exhausted (give it a `when_empty` reply)",
+                            rule.describe()
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Fake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rules: Vec<String> = lock(&self.inner.rules).iter().map(Rule::describe).collect();
+        f.debug_struct("Fake")
+            .field("rules", &rules)
+            .field("sent", &self.sent_count())
+            .finish()
+    }
+}
+
+impl Rule {
+    fn describe(&self) -> String {
+        match &self.method {
+            Some(method) => format!("{method} {}", self.pattern),
+            None => format!("* {}", self.pattern),
+        }
+    }
+}
+
+/// A poisoned lock only means a test panicked while holding it; the data
+/// (rules, recorded requests) is still what the next assertion should see.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn listing(sent: &[RecordedRequest]) -> String {
+    if sent.is_empty() {
+        return "Sent: nothing.".to_owned();
+    }
+    let mut out = format!("Sent ({}):", sent.len());
+    for (i, request) in sent.iter().enumerate() {
+        out.push_str(&format!("\n  {}. {request}", i + 1));
+    }
+    out
+}
+
+fn split_method(pattern: &str) -> (Option<Method>, &str) {
+    match pattern.split_once(' ') {
+        Some((method, glob))
+            if !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase()) =>
+        {
+            (
+                Method::from_bytes(method.as_bytes()).ok(),
+                glob.trim_start(),
+            )
+        }
+        _ => (None, pattern),
+    }
+}
+
+/// Matches the glob against the URL; without a `?` in the glob, the query
+/// string is ignored.
+fn url_matches(glob: &str, url: &Url) -> bool {
+    let full = url.as_str();
+    if glob.contains('?') {
+        return glob_matches(glob, full);
+    }
+    let without_query = full.split(['?', '#']).next().unwrap_or(full);
+    glob_matches(glob, without_query)
+}
+
+/// `*` matches any run of characters; everything else literally.
+fn glob_matches(glob: &str, text: &str) -> bool {
+    let mut parts = glob.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_stars_match_any_run() {
+        assert!(glob_matches("*", "http://a/b"));
+        assert!(glob_matches("http://a/*", "http://a/b/c"));
+        assert!(glob_matches("*/b/*/d", "http://a/b/c/d"));
+        assert!(!glob_matches("*/b/*/d", "http://a/b/c/e"));
+        assert!(glob_matches("http://a/b", "http://a/b"));
+        assert!(!glob_matches("http://a/b", "http://a/bc"));
+        assert!(glob_matches("*ab*ab", "xabab"));
+    }
+
+    #[test]
+    fn method_prefix_is_split_off() {
+        assert_eq!(split_method("POST */x"), (Some(Method::POST), "*/x"));
+        assert_eq!(split_method("*/x"), (None, "*/x"));
+    }
+}
