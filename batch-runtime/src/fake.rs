@@ -131,8 +131,8 @@ impl Reply {
     /// # Panics
     ///
     /// If `body` cannot be serialized as JSON (a test bug).
-    pub fn json<T: Serialize + ?Sized>(body: &T) -> Self {
-        let bytes = match serde_json::to_vec(body) {
+    pub fn json<T: Serialize>(body: T) -> Self {
+        let bytes = match serde_json::to_vec(&body) {
             Ok(bytes) => bytes,
             Err(e) => panic!("fake reply body could not be serialized: {e}"),
         };

@@ -13,6 +13,9 @@ mod retry;
 mod slots;
 mod state;
 
+#[doc(hidden)]
+pub mod __private;
+
 pub use arms::{
     ArmSet, Arms, AsyncArm, BeforeArm, CatchArm, NoArm, ProgressArm, ResultsArm, SyncArm,
 };

@@ -1,1 +1,214 @@
-pub fn placeholder() {}
+//! Test support: a real HTTP upstream on 127.0.0.1, started inside the test.
+//!
+//! Routes (all counted in [`Upstream::hits`], and in-flight requests in
+//! [`Upstream::max_in_flight`]):
+//! - `GET /delay/{ms}`: waits, then `{"delay": ms}`
+//! - `GET /status/{code}`: that status, body `status {code}`
+//! - `GET /json/{n}`: `{"n": n}`
+//! - `GET /bytes/{n}`: `n` bytes of `x`
+//! - `GET /invalid-json`: `content-type: application/json`, body `not json`
+//! - `ANY /echo`: `{"method", "path", "query", "headers", "body"}`
+//! - `GET /flaky/{id}/{failures}/{retry_after}`: answers `503` with
+//!   `Retry-After: {retry_after}` the first `failures` times per `id`, then `{"attempts": n}`
+//! - `GET /hang`: never answers (an hour)
+//! - `POST /record/{name}`: 200, and the name is appended to [`Upstream::recorded`]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+
+/// A running loopback upstream; it stops when dropped.
+pub struct Upstream {
+    addr: SocketAddr,
+    state: Arc<Shared>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+#[derive(Default)]
+struct Shared {
+    hits: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    flaky: Mutex<HashMap<String, u32>>,
+    recorded: Mutex<Vec<String>>,
+}
+
+struct InFlightGuard(Arc<Shared>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn track(
+    State(state): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let _guard = InFlightGuard(state.clone());
+    next.run(request).await
+}
+
+impl Upstream {
+    /// Starts the upstream on `127.0.0.1:0`.
+    pub async fn start() -> Upstream {
+        let state = Arc::new(Shared::default());
+        let app = Router::new()
+            .route("/delay/{ms}", get(delay))
+            .route("/status/{code}", get(status))
+            .route("/json/{n}", get(json))
+            .route("/bytes/{n}", get(bytes))
+            .route("/invalid-json", get(invalid_json))
+            .route("/echo", any(echo))
+            .route("/flaky/{id}/{failures}/{retry_after}", get(flaky))
+            .route("/hang", get(hang))
+            .route("/record/{name}", post(record))
+            .layer(axum::middleware::from_fn_with_state(state.clone(), track))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("upstream serves");
+        });
+        Upstream {
+            addr,
+            state,
+            _shutdown: tx,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// The most requests that were being handled at the same moment.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Names posted to `/record/{name}`, in arrival order.
+    pub fn recorded(&self) -> Vec<String> {
+        self.state.recorded.lock().unwrap().clone()
+    }
+}
+
+/// An address on loopback where nothing listens (bound, then released).
+pub async fn refused_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    format!("http://{addr}")
+}
+
+async fn delay(Path(ms): Path<u64>) -> Json<serde_json::Value> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Json(serde_json::json!({ "delay": ms }))
+}
+
+async fn status(Path(code): Path<u16>) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, format!("status {code}")).into_response()
+}
+
+async fn json(Path(n): Path<u64>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "n": n }))
+}
+
+async fn bytes(Path(n): Path<usize>) -> Vec<u8> {
+    vec![b'x'; n]
+}
+
+async fn invalid_json() -> Response {
+    ([("content-type", "application/json")], "not json").into_response()
+}
+
+async fn echo(
+    method: Method,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Json<serde_json::Value> {
+    let headers: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                serde_json::Value::from(v.to_str().unwrap_or("")),
+            )
+        })
+        .collect();
+    Json(serde_json::json!({
+        "method": method.as_str(),
+        "path": uri.path(),
+        "query": query,
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    }))
+}
+
+async fn flaky(
+    State(state): State<Arc<Shared>>,
+    Path((id, failures, retry_after)): Path<(String, u32, u64)>,
+) -> Response {
+    let attempt = {
+        let mut flaky = state.flaky.lock().unwrap();
+        let count = flaky.entry(id).or_insert(0);
+        *count += 1;
+        *count
+    };
+    if attempt <= failures {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", retry_after.to_string())],
+            format!("attempt {attempt} failed"),
+        )
+            .into_response()
+    } else {
+        Json(serde_json::json!({ "attempts": attempt })).into_response()
+    }
+}
+
+async fn hang() -> &'static str {
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    "too late"
+}
+
+async fn record(State(state): State<Arc<Shared>>, Path(name): Path<String>) -> &'static str {
+    state.recorded.lock().unwrap().push(name);
+    "ok"
+}
