@@ -3,6 +3,7 @@
 mod arms;
 mod batch;
 mod client;
+pub mod defer;
 mod engine;
 mod error;
 pub mod fake;

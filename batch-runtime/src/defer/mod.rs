@@ -1,0 +1,1 @@
+//! Work that runs after the response has been sent.
