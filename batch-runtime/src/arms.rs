@@ -1,6 +1,10 @@
 //! The five lifecycle arms. Each is absent ([`NoArm`]), a plain closure
-//! ([`SyncArm`]) or an async closure ([`AsyncArm`]); an [`ArmSet`] holds one
-//! of each kind and is what the engine calls.
+//! ([`SyncArm`]) or a closure returning a future ([`AsyncArm`]); an
+//! [`ArmSet`] holds one of each kind and is what the engine calls.
+//!
+//! Every arm future is `Send` by declaration, so a batch future is `Send`
+//! whenever its slots and closures are: that is what lets a batch be
+//! deferred onto another task without naming its closure types.
 
 use std::future::{ready, Future};
 
@@ -17,56 +21,65 @@ pub struct NoArm;
 #[derive(Debug, Clone, Copy)]
 pub struct SyncArm<F>(pub F);
 
-/// An async closure arm (`async |b, ..| { .. }`).
+/// An async arm: a closure that returns a future, `|b, key, res| async move { .. }`.
+///
+/// The closure's arguments are borrowed for the synchronous part of the
+/// call; the future it returns must not borrow them (copy out what it
+/// needs first) and must be `Send`, so the batch can run on any worker and
+/// be deferred.
 #[derive(Debug, Clone, Copy)]
 pub struct AsyncArm<F>(pub F);
 
 /// `before |b|`: once, before any request starts.
 pub trait BeforeArm {
     /// Runs the arm.
-    fn call(&mut self, batch: &BatchState) -> impl Future<Output = ()>;
+    fn call(&mut self, batch: &BatchState) -> impl Future<Output = ()> + Send;
 }
 
 /// `progress |b, key, response|`: once per success, in completion order.
 pub trait ProgressArm<K> {
     /// Runs the arm.
     fn call(&mut self, batch: &BatchState, key: K, response: &Response)
-        -> impl Future<Output = ()>;
+        -> impl Future<Output = ()> + Send;
 }
 
 /// `catch |b, key, error|`: once per failure, in completion order.
 pub trait CatchArm<K> {
     /// Runs the arm.
-    fn call(&mut self, batch: &BatchState, key: K, error: &Error) -> impl Future<Output = ()>;
+    fn call(&mut self, batch: &BatchState, key: K, error: &Error) -> impl Future<Output = ()> + Send;
 }
 
 /// `then |b, ok|` and `finally |b, all|`: once at the end, with every result.
 pub trait ResultsArm<R> {
     /// Runs the arm.
-    fn call(&mut self, batch: &BatchState, results: &R) -> impl Future<Output = ()>;
+    fn call(&mut self, batch: &BatchState, results: &R) -> impl Future<Output = ()> + Send;
 }
 
 impl BeforeArm for NoArm {
-    fn call(&mut self, _: &BatchState) -> impl Future<Output = ()> {
+    fn call(&mut self, _: &BatchState) -> impl Future<Output = ()> + Send {
         ready(())
     }
 }
 
 impl<F: FnMut(&BatchState)> BeforeArm for SyncArm<F> {
-    fn call(&mut self, batch: &BatchState) -> impl Future<Output = ()> {
+    fn call(&mut self, batch: &BatchState) -> impl Future<Output = ()> + Send {
         (self.0)(batch);
         ready(())
     }
 }
 
-impl<F: AsyncFnMut(&BatchState)> BeforeArm for AsyncArm<F> {
-    fn call(&mut self, batch: &BatchState) -> impl Future<Output = ()> {
+impl<F, Fut> BeforeArm for AsyncArm<F>
+where
+    F: FnMut(&BatchState) -> Fut,
+    Fut: Future<Output = ()> + Send,
+{
+    fn call(&mut self, batch: &BatchState) -> impl Future<Output = ()> + Send {
         (self.0)(batch)
     }
 }
 
 impl<K> ProgressArm<K> for NoArm {
-    fn call(&mut self, _: &BatchState, _: K, _: &Response) -> impl Future<Output = ()> {
+    fn call(&mut self, _: &BatchState, _: K, _: &Response) -> impl Future<Output = ()> + Send {
         ready(())
     }
 }
@@ -77,57 +90,69 @@ impl<K, F: FnMut(&BatchState, K, &Response)> ProgressArm<K> for SyncArm<F> {
         batch: &BatchState,
         key: K,
         response: &Response,
-    ) -> impl Future<Output = ()> {
+    ) -> impl Future<Output = ()> + Send {
         (self.0)(batch, key, response);
         ready(())
     }
 }
 
-impl<K, F: AsyncFnMut(&BatchState, K, &Response)> ProgressArm<K> for AsyncArm<F> {
+impl<K, F, Fut> ProgressArm<K> for AsyncArm<F>
+where
+    F: FnMut(&BatchState, K, &Response) -> Fut,
+    Fut: Future<Output = ()> + Send,
+{
     fn call(
         &mut self,
         batch: &BatchState,
         key: K,
         response: &Response,
-    ) -> impl Future<Output = ()> {
+    ) -> impl Future<Output = ()> + Send {
         (self.0)(batch, key, response)
     }
 }
 
 impl<K> CatchArm<K> for NoArm {
-    fn call(&mut self, _: &BatchState, _: K, _: &Error) -> impl Future<Output = ()> {
+    fn call(&mut self, _: &BatchState, _: K, _: &Error) -> impl Future<Output = ()> + Send {
         ready(())
     }
 }
 
 impl<K, F: FnMut(&BatchState, K, &Error)> CatchArm<K> for SyncArm<F> {
-    fn call(&mut self, batch: &BatchState, key: K, error: &Error) -> impl Future<Output = ()> {
+    fn call(&mut self, batch: &BatchState, key: K, error: &Error) -> impl Future<Output = ()> + Send {
         (self.0)(batch, key, error);
         ready(())
     }
 }
 
-impl<K, F: AsyncFnMut(&BatchState, K, &Error)> CatchArm<K> for AsyncArm<F> {
-    fn call(&mut self, batch: &BatchState, key: K, error: &Error) -> impl Future<Output = ()> {
+impl<K, F, Fut> CatchArm<K> for AsyncArm<F>
+where
+    F: FnMut(&BatchState, K, &Error) -> Fut,
+    Fut: Future<Output = ()> + Send,
+{
+    fn call(&mut self, batch: &BatchState, key: K, error: &Error) -> impl Future<Output = ()> + Send {
         (self.0)(batch, key, error)
     }
 }
 
 impl<R> ResultsArm<R> for NoArm {
-    fn call(&mut self, _: &BatchState, _: &R) -> impl Future<Output = ()> {
+    fn call(&mut self, _: &BatchState, _: &R) -> impl Future<Output = ()> + Send {
         ready(())
     }
 }
 
 impl<R, F: FnMut(&BatchState, &R)> ResultsArm<R> for SyncArm<F> {
-    fn call(&mut self, batch: &BatchState, results: &R) -> impl Future<Output = ()> {
+    fn call(&mut self, batch: &BatchState, results: &R) -> impl Future<Output = ()> + Send {
         (self.0)(batch, results);
         ready(())
     }
 }
 
-impl<R, F: AsyncFnMut(&BatchState, &R)> ResultsArm<R> for AsyncArm<F> {
-    fn call(&mut self, batch: &BatchState, results: &R) -> impl Future<Output = ()> {
+impl<R, F, Fut> ResultsArm<R> for AsyncArm<F>
+where
+    F: FnMut(&BatchState, &R) -> Fut,
+    Fut: Future<Output = ()> + Send,
+{
+    fn call(&mut self, batch: &BatchState, results: &R) -> impl Future<Output = ()> + Send {
         (self.0)(batch, results)
     }
 }
@@ -145,21 +170,21 @@ pub struct ArmSet<B = NoArm, P = NoArm, T = NoArm, C = NoArm, F = NoArm> {
 /// What the engine needs from a set of arms for slots `S`.
 pub trait Arms<S: Slots> {
     /// `before`.
-    fn before(&mut self, batch: &BatchState) -> impl Future<Output = ()>;
+    fn before(&mut self, batch: &BatchState) -> impl Future<Output = ()> + Send;
     /// `progress`.
     fn progress(
         &mut self,
         batch: &BatchState,
         key: S::Key,
         response: &Response,
-    ) -> impl Future<Output = ()>;
+    ) -> impl Future<Output = ()> + Send;
     /// `catch`.
     fn catch(&mut self, batch: &BatchState, key: S::Key, error: &Error)
-        -> impl Future<Output = ()>;
+        -> impl Future<Output = ()> + Send;
     /// `then`.
-    fn then(&mut self, batch: &BatchState, ok: &S::AllOk) -> impl Future<Output = ()>;
+    fn then(&mut self, batch: &BatchState, ok: &S::AllOk) -> impl Future<Output = ()> + Send;
     /// `finally`.
-    fn finally(&mut self, batch: &BatchState, all: &S::All) -> impl Future<Output = ()>;
+    fn finally(&mut self, batch: &BatchState, all: &S::All) -> impl Future<Output = ()> + Send;
 }
 
 impl<S, B, P, T, C, F> Arms<S> for ArmSet<B, P, T, C, F>
@@ -171,7 +196,7 @@ where
     C: CatchArm<S::Key>,
     F: ResultsArm<S::All>,
 {
-    fn before(&mut self, batch: &BatchState) -> impl Future<Output = ()> {
+    fn before(&mut self, batch: &BatchState) -> impl Future<Output = ()> + Send {
         self.before.call(batch)
     }
     fn progress(
@@ -179,7 +204,7 @@ where
         batch: &BatchState,
         key: S::Key,
         response: &Response,
-    ) -> impl Future<Output = ()> {
+    ) -> impl Future<Output = ()> + Send {
         self.progress.call(batch, key, response)
     }
     fn catch(
@@ -187,13 +212,13 @@ where
         batch: &BatchState,
         key: S::Key,
         error: &Error,
-    ) -> impl Future<Output = ()> {
+    ) -> impl Future<Output = ()> + Send {
         self.catch.call(batch, key, error)
     }
-    fn then(&mut self, batch: &BatchState, ok: &S::AllOk) -> impl Future<Output = ()> {
+    fn then(&mut self, batch: &BatchState, ok: &S::AllOk) -> impl Future<Output = ()> + Send {
         self.then.call(batch, ok)
     }
-    fn finally(&mut self, batch: &BatchState, all: &S::All) -> impl Future<Output = ()> {
+    fn finally(&mut self, batch: &BatchState, all: &S::All) -> impl Future<Output = ()> + Send {
         self.finally.call(batch, all)
     }
 }

@@ -1,5 +1,6 @@
 //! [`Batch`]: requests, options and arms, consumed by `send`.
 
+use std::future::Future;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -148,10 +149,12 @@ impl<S: Slots, B, P, T, C, F> Batch<S, ArmSet<B, P, T, C, F>> {
         })
     }
 
-    /// `before`, as an async closure.
-    pub fn before_async<G>(self, arm: G) -> Batch<S, ArmSet<AsyncArm<G>, P, T, C, F>>
+    /// `before`, as a closure returning a future (`|b| async move { .. }`).
+    /// The future must be `Send` and must not borrow the arguments.
+    pub fn before_async<G, Fut>(self, arm: G) -> Batch<S, ArmSet<AsyncArm<G>, P, T, C, F>>
     where
-        G: AsyncFnMut(&BatchState),
+        G: FnMut(&BatchState) -> Fut,
+        Fut: Future<Output = ()> + Send,
     {
         self.map_arms(|a| ArmSet {
             before: AsyncArm(arm),
@@ -176,10 +179,12 @@ impl<S: Slots, B, P, T, C, F> Batch<S, ArmSet<B, P, T, C, F>> {
         })
     }
 
-    /// `progress`, as an async closure.
-    pub fn progress_async<G>(self, arm: G) -> Batch<S, ArmSet<B, AsyncArm<G>, T, C, F>>
+    /// `progress`, as a closure returning a `Send` future that does not borrow
+    /// the arguments (see [`AsyncArm`]).
+    pub fn progress_async<G, Fut>(self, arm: G) -> Batch<S, ArmSet<B, AsyncArm<G>, T, C, F>>
     where
-        G: AsyncFnMut(&BatchState, S::Key, &Response),
+        G: FnMut(&BatchState, S::Key, &Response) -> Fut,
+        Fut: Future<Output = ()> + Send,
     {
         self.map_arms(|a| ArmSet {
             before: a.before,
@@ -204,10 +209,12 @@ impl<S: Slots, B, P, T, C, F> Batch<S, ArmSet<B, P, T, C, F>> {
         })
     }
 
-    /// `then`, as an async closure.
-    pub fn then_async<G>(self, arm: G) -> Batch<S, ArmSet<B, P, AsyncArm<G>, C, F>>
+    /// `then`, as a closure returning a `Send` future that does not borrow
+    /// the arguments (see [`AsyncArm`]).
+    pub fn then_async<G, Fut>(self, arm: G) -> Batch<S, ArmSet<B, P, AsyncArm<G>, C, F>>
     where
-        G: AsyncFnMut(&BatchState, &S::AllOk),
+        G: FnMut(&BatchState, &S::AllOk) -> Fut,
+        Fut: Future<Output = ()> + Send,
     {
         self.map_arms(|a| ArmSet {
             before: a.before,
@@ -232,10 +239,12 @@ impl<S: Slots, B, P, T, C, F> Batch<S, ArmSet<B, P, T, C, F>> {
         })
     }
 
-    /// `catch`, as an async closure.
-    pub fn catch_async<G>(self, arm: G) -> Batch<S, ArmSet<B, P, T, AsyncArm<G>, F>>
+    /// `catch`, as a closure returning a `Send` future that does not borrow
+    /// the arguments (see [`AsyncArm`]).
+    pub fn catch_async<G, Fut>(self, arm: G) -> Batch<S, ArmSet<B, P, T, AsyncArm<G>, F>>
     where
-        G: AsyncFnMut(&BatchState, S::Key, &Error),
+        G: FnMut(&BatchState, S::Key, &Error) -> Fut,
+        Fut: Future<Output = ()> + Send,
     {
         self.map_arms(|a| ArmSet {
             before: a.before,
@@ -260,10 +269,12 @@ impl<S: Slots, B, P, T, C, F> Batch<S, ArmSet<B, P, T, C, F>> {
         })
     }
 
-    /// `finally`, as an async closure.
-    pub fn finally_async<G>(self, arm: G) -> Batch<S, ArmSet<B, P, T, C, AsyncArm<G>>>
+    /// `finally`, as a closure returning a `Send` future that does not borrow
+    /// the arguments (see [`AsyncArm`]).
+    pub fn finally_async<G, Fut>(self, arm: G) -> Batch<S, ArmSet<B, P, T, C, AsyncArm<G>>>
     where
-        G: AsyncFnMut(&BatchState, &S::All),
+        G: FnMut(&BatchState, &S::All) -> Fut,
+        Fut: Future<Output = ()> + Send,
     {
         self.map_arms(|a| ArmSet {
             before: a.before,
@@ -313,5 +324,26 @@ impl<S, A> std::fmt::Debug for Batch<S, A> {
             .field("requests", &self.requests)
             .field("options", &self.options)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch future is `Send` in generic code whenever its parts are:
+    /// what deferring a batch onto another task relies on.
+    #[allow(dead_code)]
+    fn batch_future_is_send_in_generic_code<S, A>(batch: Batch<S, A>, client: Client)
+    where
+        S: Slots + Send + 'static,
+        S::All: Send,
+        S::AllOk: Send,
+        A: Arms<S> + Send + 'static,
+    {
+        fn is_send<T: Send + 'static>(_: T) {}
+        is_send(async move {
+            batch.send(&client).await;
+        });
     }
 }

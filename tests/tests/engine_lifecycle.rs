@@ -1,0 +1,380 @@
+//! The batch engine's guarantees, against a real loopback upstream.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use batch_runtime::{get, Batch, BatchState, Client, ErrorKind};
+use batch_tests::{refused_url, Upstream};
+use futures::FutureExt;
+
+fn client(upstream: &Upstream) -> Client {
+    Client::builder()
+        .base_url(upstream.base_url())
+        .build()
+        .expect("client builds")
+}
+
+/// Every arm appends `(arm, key, processed, pending, failed, finished)`.
+type Log = Arc<Mutex<Vec<(String, String, usize, usize, usize, bool)>>>;
+
+fn note(log: &Log, arm: &str, key: &str, b: &BatchState) {
+    log.lock().unwrap().push((
+        arm.to_owned(),
+        key.to_owned(),
+        b.processed_requests(),
+        b.pending_requests(),
+        b.failed_requests(),
+        b.finished(),
+    ));
+}
+
+#[tokio::test]
+async fn lifecycle_arms_run_in_order_with_exact_counters() {
+    let upstream = Upstream::start().await;
+    let log: Log = Arc::default();
+    let (l1, l2, l3, l4, l5) = (log.clone(), log.clone(), log.clone(), log.clone(), log.clone());
+    let results = Batch::keyed([
+        ("slow", get("/delay/150")),
+        ("fast", get("/delay/10")),
+        ("broken", get("/status/500")),
+    ])
+    .before(move |b| note(&l1, "before", "", b))
+    .progress(move |b, key, _| note(&l2, "progress", key, b))
+    .catch(move |b, key, err| {
+        assert_eq!(err.status().map(|s| s.as_u16()), Some(500));
+        note(&l3, "catch", key, b);
+    })
+    .then(move |b, _| note(&l4, "then", "", b))
+    .finally(move |b, all| {
+        assert_eq!(all.len(), 3);
+        note(&l5, "finally", "", b);
+    })
+    .send(&client(&upstream))
+    .await;
+
+    let log = log.lock().unwrap().clone();
+    let arms: Vec<(&str, &str)> = log.iter().map(|e| (e.0.as_str(), e.1.as_str())).collect();
+    // Completion order: the 500 and the 10 ms request race; the 150 ms one is last.
+    assert_eq!(arms[0], ("before", ""));
+    assert_eq!(arms[3], ("progress", "slow"));
+    assert_eq!(arms[4], ("finally", ""));
+    assert_eq!(arms.len(), 5, "then must not run after a failure: {arms:?}");
+    let middle: Vec<_> = arms[1..3].to_vec();
+    assert!(middle.contains(&("progress", "fast")) && middle.contains(&("catch", "broken")), "{middle:?}");
+    // Counters: nothing processed before; one more at each per-request arm;
+    // finished with nothing pending at the end.
+    assert_eq!((log[0].2, log[0].3, log[0].5), (0, 3, false));
+    assert_eq!((log[1].2, log[1].3), (1, 2));
+    assert_eq!((log[2].2, log[2].3), (2, 1));
+    assert_eq!((log[3].2, log[3].3, log[3].4), (3, 0, 1));
+    assert_eq!((log[4].2, log[4].3, log[4].4, log[4].5), (3, 0, 1, true));
+    assert!(results[0].is_ok() && results[1].is_ok() && results[2].is_err());
+}
+
+#[tokio::test]
+async fn then_runs_once_with_every_value_when_nothing_failed() {
+    let upstream = Upstream::start().await;
+    let mut then_calls = 0;
+    let mut finally_saw_finished = false;
+    let values = Batch::new((1..=4).map(|n| get(format!("/json/{n}"))))
+        .json::<serde_json::Value>()
+        .then(|b, ok| {
+            then_calls += 1;
+            assert!(b.finished());
+            assert_eq!(ok.len(), 4);
+        })
+        .finally(|b, _| finally_saw_finished = b.finished() && !b.has_failures())
+        .try_send(&client(&upstream))
+        .await
+        .expect("all succeed");
+    assert_eq!(then_calls, 1);
+    assert!(finally_saw_finished);
+    let ns: Vec<u64> = values.iter().map(|v| v["n"].as_u64().unwrap()).collect();
+    assert_eq!(ns, vec![1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn then_is_skipped_when_any_request_fails() {
+    let upstream = Upstream::start().await;
+    let mut then_ran = false;
+    let mut finally_ran = 0;
+    let results = Batch::new([get("/json/1"), get("/status/404"), get("/json/2")])
+        .then(|_, _| then_ran = true)
+        .finally(|_, _| finally_ran += 1)
+        .send(&client(&upstream))
+        .await;
+    assert!(!then_ran);
+    assert_eq!(finally_ran, 1);
+    assert!(results[1].as_ref().unwrap_err().is_status());
+}
+
+#[tokio::test]
+async fn results_are_in_definition_order_when_completion_order_is_reversed() {
+    let upstream = Upstream::start().await;
+    let mut completion = Vec::new();
+    let delays = [300, 200, 100, 0];
+    let results = Batch::new(delays.map(|ms| get(format!("/delay/{ms}"))))
+        .json::<serde_json::Value>()
+        .progress(|_, index, _| completion.push(index))
+        .send(&client(&upstream))
+        .await;
+    assert_eq!(completion, vec![3, 2, 1, 0]);
+    let got: Vec<u64> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap()["delay"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, vec![300, 200, 100, 0]);
+}
+
+#[tokio::test]
+async fn concurrency_never_exceeds_the_limit_at_the_server() {
+    let upstream = Upstream::start().await;
+    let mut max_seen_by_arms = 0;
+    let results = Batch::new((0..40).map(|_| get("/delay/20")))
+        .concurrency(5)
+        .progress(|b, _, _| max_seen_by_arms = max_seen_by_arms.max(b.processed_requests()))
+        .send(&client(&upstream))
+        .await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(upstream.hits(), 40);
+    assert!(upstream.max_in_flight() <= 5, "server saw {}", upstream.max_in_flight());
+    assert!(upstream.max_in_flight() >= 2, "requests should overlap");
+    assert_eq!(max_seen_by_arms, 40);
+}
+
+#[tokio::test]
+async fn large_dynamic_batch_uses_the_default_limit() {
+    let upstream = Upstream::start().await;
+    let results = Batch::new((0..300).map(|_| get("/delay/5")))
+        .send(&client(&upstream))
+        .await;
+    assert!(results.iter().all(Result::is_ok));
+    assert!(upstream.max_in_flight() <= batch_runtime::DEFAULT_CONCURRENCY);
+}
+
+#[tokio::test]
+async fn three_requests_of_200ms_run_concurrently_not_sequentially() {
+    let upstream = Upstream::start().await;
+    let started = Instant::now();
+    let results = Batch::new((0..3).map(|_| get("/delay/200")))
+        .send(&client(&upstream))
+        .await;
+    let took = started.elapsed();
+    assert!(results.iter().all(Result::is_ok));
+    // Sequential would be >= 600 ms; generous bound for a loaded machine.
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+}
+
+#[tokio::test]
+async fn client_timeout_ends_a_hanging_request() {
+    let upstream = Upstream::start().await;
+    let client = Client::builder()
+        .base_url(upstream.base_url())
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = client.send(get("/hang")).await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(err.to_string().contains("/hang"), "{err}");
+    // And the defaults are finite.
+    assert_eq!(Client::new().timeout(), batch_runtime::DEFAULT_TIMEOUT);
+    assert!(batch_runtime::DEFAULT_TIMEOUT <= Duration::from_secs(60));
+}
+
+#[tokio::test]
+async fn per_request_timeout_overrides_the_default() {
+    let upstream = Upstream::start().await;
+    let results = Batch::keyed([
+        ("patient", get("/delay/50")),
+        ("impatient", get("/hang").timeout(Duration::from_millis(100))),
+    ])
+    .send(&client(&upstream))
+    .await;
+    assert!(results[0].is_ok());
+    let err = results[1].as_ref().unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(err.key(), Some("impatient"));
+}
+
+#[tokio::test]
+async fn deadline_fails_unfinished_requests_and_catch_sees_them() {
+    let upstream = Upstream::start().await;
+    let mut caught = Vec::new();
+    let started = Instant::now();
+    let results = Batch::keyed([("quick", get("/delay/10")), ("stuck", get("/hang"))])
+        .deadline(Duration::from_millis(300))
+        .catch(|_, key, err| caught.push((key, err.kind().clone())))
+        .send(&client(&upstream))
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(results[0].is_ok());
+    assert!(results[1].as_ref().unwrap_err().is_timeout());
+    assert_eq!(caught, vec![("stuck", ErrorKind::Deadline)]);
+}
+
+#[tokio::test]
+async fn fail_fast_cancels_the_rest_without_catch() {
+    let upstream = Upstream::start().await;
+    let mut caught = Vec::new();
+    let mut failed_at_finally = 0;
+    let started = Instant::now();
+    let results = Batch::keyed([
+        ("a", get("/hang")),
+        ("b", get("/status/503")),
+        ("c", get("/hang")),
+        ("d", get("/delay/10")),
+    ])
+    .concurrency(3)
+    .fail_fast()
+    .catch(|_, key, _| caught.push(key))
+    .finally(|b, _| failed_at_finally = b.failed_requests())
+    .send(&client(&upstream))
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5), "cancelled requests must not be awaited");
+    assert_eq!(caught, vec!["b"]);
+    assert!(results[0].as_ref().unwrap_err().is_cancelled());
+    assert!(results[1].as_ref().unwrap_err().is_status());
+    assert!(results[2].as_ref().unwrap_err().is_cancelled());
+    // `d` was never started: concurrency 3, and `b` failed first.
+    assert!(results[3].as_ref().unwrap_err().is_cancelled());
+    assert_eq!(failed_at_finally, 4);
+    assert_eq!(upstream.hits(), 3);
+}
+
+#[tokio::test]
+async fn retry_honours_retry_after_and_arms_see_only_the_final_attempt() {
+    let upstream = Upstream::start().await;
+    let mut progress_calls = 0;
+    let mut catch_calls = 0;
+    let started = Instant::now();
+    let results = Batch::new([get("/flaky/a/2/1").retry(
+        batch_runtime::Retry::times(3).backoff(Duration::from_millis(1)),
+    )])
+    .json::<serde_json::Value>()
+    .progress(|_, _, _| progress_calls += 1)
+    .catch(|_, _, _| catch_calls += 1)
+    .send(&client(&upstream))
+    .await;
+    let took = started.elapsed();
+    let body = results[0].as_ref().expect("third attempt succeeds");
+    assert_eq!(body["attempts"], 3);
+    assert_eq!((progress_calls, catch_calls), (1, 0));
+    // Two `Retry-After: 1` waits, not the 1 ms backoff.
+    assert!(took >= Duration::from_millis(1900), "took {took:?}");
+}
+
+#[tokio::test]
+async fn retry_after_beyond_the_cap_ends_the_retries() {
+    let upstream = Upstream::start().await;
+    let err = client(&upstream)
+        .send(get("/flaky/b/5/120").retry(batch_runtime::Retry::times(3)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(503));
+    assert_eq!(upstream.hits(), 1);
+}
+
+#[tokio::test]
+async fn panicking_arm_still_runs_finally_then_the_panic_resumes() {
+    let upstream = Upstream::start().await;
+    let finally_ran = Arc::new(Mutex::new(None));
+    let seen = finally_ran.clone();
+    let client = client(&upstream);
+    let outcome = AssertUnwindSafe(
+        Batch::new([get("/json/1"), get("/json/2")])
+            .progress(|_, _, _| panic!("bug in progress"))
+            .finally(move |b, all| *seen.lock().unwrap() = Some((b.processed_requests(), all.len())))
+            .send(&client),
+    )
+    .catch_unwind()
+    .await;
+    let payload = outcome.expect_err("the panic resumes after finally");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"bug in progress"));
+    // Both requests still completed; finally saw them all.
+    assert_eq!(*finally_ran.lock().unwrap(), Some((2, 2)));
+    assert_eq!(upstream.hits(), 2);
+}
+
+#[tokio::test]
+async fn panicking_finally_resumes_too() {
+    let upstream = Upstream::start().await;
+    let client = client(&upstream);
+    let outcome = AssertUnwindSafe(
+        Batch::new([get("/json/1")])
+            .finally(|_, _| panic!("bug in finally"))
+            .send(&client),
+    )
+    .catch_unwind()
+    .await;
+    assert!(outcome.is_err());
+}
+
+#[tokio::test]
+async fn async_arms_await_inside_and_fnmut_arms_mutate_state() {
+    let upstream = Upstream::start().await;
+    let mut order = Vec::new();
+    let log = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let async_log = log.clone();
+    Batch::new([get("/delay/30"), get("/delay/1")])
+        .before(|_| order.push("before"))
+        .progress_async(async |b, index, _| {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            async_log.lock().await.push((index, b.processed_requests()));
+        })
+        .send(&client(&upstream))
+        .await;
+    assert_eq!(order, vec!["before"]);
+    assert_eq!(*log.lock().await, vec![(1, 1), (0, 2)]);
+}
+
+#[tokio::test]
+async fn slow_arm_does_not_stall_requests_in_flight() {
+    let upstream = Upstream::start().await;
+    let started = Instant::now();
+    let mut first = true;
+    let results = Batch::new([get("/delay/1"), get("/delay/300")])
+        .progress_async(async |_, _, _| {
+            if std::mem::take(&mut first) {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+        .send(&client(&upstream))
+        .await;
+    assert!(results.iter().all(Result::is_ok));
+    // The 300 ms request ran while the 300 ms arm ran: ~300 ms, not ~600.
+    assert!(started.elapsed() < Duration::from_millis(550), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn empty_batch_runs_before_then_finally() {
+    // Several arms sharing state share it through a cell: they run one at
+    // a time, never concurrently.
+    let arms = std::cell::RefCell::new(Vec::new());
+    let results = Batch::new(Vec::new())
+        .before(|_| arms.borrow_mut().push("before"))
+        .then(|_, _| arms.borrow_mut().push("then"))
+        .finally(|b, _| {
+            assert!(b.finished());
+            arms.borrow_mut().push("finally");
+        })
+        .send(&Client::new())
+        .await;
+    assert!(results.is_empty());
+    assert_eq!(arms.into_inner(), vec!["before", "then", "finally"]);
+}
+
+#[tokio::test]
+async fn refused_connection_is_a_connect_failure_that_reaches_catch() {
+    let url = refused_url().await;
+    let mut caught = Vec::new();
+    let results = Batch::keyed([("down", get(format!("{url}/x")))])
+        .catch(|_, key, err| caught.push((key, err.is_connect())))
+        .send(&Client::new())
+        .await;
+    assert_eq!(caught, vec![("down", true)]);
+    let err = results[0].as_ref().unwrap_err();
+    assert!(err.to_string().starts_with("request `down` GET http://127.0.0.1:"), "{err}");
+}
