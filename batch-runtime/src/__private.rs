@@ -1,6 +1,8 @@
 //! Not public API: the items `batch!` expansions name by absolute path.
 //! Nothing here is covered by semver.
 
+use serde::de::DeserializeOwned;
+
 pub use crate::arms::{ArmSet, AsyncArm, NoArm, SyncArm};
 pub use crate::batch::Batch;
 pub use crate::error::Error;
@@ -8,3 +10,59 @@ pub use crate::request::Request;
 pub use crate::response::Response;
 pub use crate::slots::{Decoder, Json, Raw, Slot, Slots};
 pub use crate::state::BatchState;
+
+/// The procedural half of `batch!`; the `macro_rules!` trampoline at the
+/// crate root calls it with `$crate` first.
+pub use batch_macros::batch as batch_impl;
+
+/// What a request expression sees unqualified: `key: post("/path")`.
+pub mod verbs {
+    pub use crate::request::{delete, get, head, patch, post, put};
+}
+
+/// The check on a request expression (`key: <expr>`).
+#[diagnostic::on_unimplemented(
+    message = "a batch entry needs a `Request`, found `{Self}`",
+    label = "this is not a request",
+    note = "write the entry as `key: get(\"/path\")` (or `post`, `put`, `patch`, `delete`, `head`), then chain `.json(..)`, `.query(..)`, `.header(..)` …"
+)]
+pub trait IsRequest {
+    /// The request itself.
+    fn into_request(self) -> Request;
+}
+
+impl IsRequest for Request {
+    fn into_request(self) -> Request {
+        self
+    }
+}
+
+/// Checks one request expression; errors land on the user's expression.
+pub fn request<R: IsRequest>(request: R) -> Request {
+    request.into_request()
+}
+
+/// All request expressions, in definition order.
+pub fn requests<const N: usize>(requests: [Request; N]) -> Vec<Request> {
+    Vec::from(requests)
+}
+
+/// The check on a typed entry (`key: <expr> => T`).
+#[diagnostic::on_unimplemented(
+    message = "`=> {Self}` needs `{Self}` to be deserializable from JSON",
+    label = "`{Self}` does not implement `serde::Deserialize`",
+    note = "add `#[derive(serde::Deserialize)]` to `{Self}`, or drop `=> {Self}` to keep the raw `Response`"
+)]
+pub trait Decodable: DeserializeOwned {}
+
+impl<T: DeserializeOwned> Decodable for T {}
+
+/// The decoder of a typed entry: [`Json`], with the readable bound above.
+pub struct Typed<T>(core::marker::PhantomData<fn() -> T>);
+
+impl<T: Decodable> Decoder for Typed<T> {
+    type Output = T;
+    fn decode(response: &Response) -> Result<T, Error> {
+        response.json()
+    }
+}

@@ -34,3 +34,72 @@ pub use state::BatchState;
 
 pub use reqwest::header;
 pub use reqwest::{Method, StatusCode, Url};
+
+/// Builds a [`Batch`] of named requests with typed results and lifecycle arms.
+///
+/// ```text
+/// batch! {
+///     key: <request expression> [=> DecodeAs],   // one or more, in definition order
+///     ...
+///     before   |b| ..,              // once, before any request starts
+///     progress |b, key, response| .., // once per success
+///     then     |b, ok| ..,          // once, only if nothing failed
+///     catch    |b, key, error| ..,  // once per failure
+///     finally  |b, all| ..,         // once, always, last
+/// }
+/// ```
+///
+/// - A request expression sees `get`, `post`, `put`, `patch`, `delete` and
+///   `head` without an import and must be a [`Request`].
+/// - `=> T` decodes a successful body as JSON into `T: serde::Deserialize`;
+///   without it the value is the buffered [`Response`].
+/// - Inside the invocation (in the arms) the keys are an enum `Key`
+///   (`Key::Payment` for `payment`; `Copy`, `Eq`, `Hash`, `Display` as
+///   written, `Key::as_str`, `Key::ALL`), every success value is a struct
+///   `Succeeded` (field `payment: T`), every result a struct `Results`
+///   (field `payment: Result<T, Error>`).
+/// - `b` is the [`BatchState`]. Every arm is optional, given at most once,
+///   and may be a plain closure or an `async |..| { .. }` closure; arms run
+///   one at a time, so they may mutate what they capture.
+///
+/// The macro returns a [`Batch`]: chain options (`.concurrency(n)`,
+/// `.deadline(d)`, `.fail_fast()`) and finish with [`Batch::send`] (every
+/// result, a `Results`) or [`Batch::try_send`] (a `Succeeded`, or the first
+/// error in definition order).
+///
+/// ```
+/// use batch_runtime::fake::{Fake, Reply};
+/// use batch_runtime::{batch, Method};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Charge {
+///     id: String,
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let fake = Fake::new();
+/// fake.stub(Method::POST, "*/charge", Reply::json(serde_json::json!({ "id": "ch_1" })));
+/// fake.stub(Method::POST, "*/notify", Reply::status(503));
+/// let client = fake.client();
+///
+/// let mut failed = Vec::new();
+/// let all = batch! {
+///     payment: post("http://pay.test/charge").json(&4200) => Charge,
+///     warehouse: post("http://warehouse.test/notify"),
+///
+///     catch |_, key, _| failed.push(key),
+/// }
+/// .send(&client)
+/// .await;
+///
+/// assert_eq!(all.payment.unwrap().id, "ch_1");
+/// assert!(all.warehouse.unwrap_err().status().is_some());
+/// assert_eq!(failed.len(), 1);
+/// # });
+/// ```
+#[macro_export]
+macro_rules! batch {
+    ($($input:tt)*) => {
+        $crate::__private::batch_impl! { $crate; $($input)* }
+    };
+}
