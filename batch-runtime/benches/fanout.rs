@@ -1,1 +1,164 @@
-fn main() {}
+//! Fan-out cost of a batch versus raw reqwest, side by side in one process.
+//!
+//! Run with `cargo bench -p batch-runtime --bench fanout`. A loopback axum
+//! server runs on its own runtime thread; the client side alternates raw
+//! reqwest and the batch engine over several rounds and prints medians and
+//! ratios (`ratio`, `small_ratio`, `macro_ratio`; lower is better, 1.0 is
+//! parity).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use batch_runtime::{get, Batch, Client};
+use futures::StreamExt;
+
+const FANOUT: usize = 5_000;
+const CONCURRENCY: usize = 64;
+const SMALL_BATCHES: usize = 2_000;
+const ROUNDS: usize = 7;
+
+fn main() {
+    let addr = start_server();
+    let url = format!("http://{addr}/item");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    rt.block_on(async {
+        let raw = reqwest::Client::builder()
+            .timeout(batch_runtime::DEFAULT_TIMEOUT)
+            .connect_timeout(batch_runtime::DEFAULT_CONNECT_TIMEOUT)
+            .build()
+            .expect("reqwest client");
+        let client = Client::new();
+        // Warm both connection pools.
+        raw_fanout(&raw, &url).await;
+        batch_fanout(&client, &url).await;
+
+        let (raw_ms, batch_ms) =
+            alternate(|| raw_fanout(&raw, &url), || batch_fanout(&client, &url)).await;
+        println!("fanout: {FANOUT} requests at concurrency {CONCURRENCY}, {ROUNDS} rounds");
+        println!("  raw reqwest buffer_unordered: median {raw_ms:.1} ms");
+        println!("  batch with progress arm:      median {batch_ms:.1} ms");
+
+        let (small_raw_ms, small_batch_ms) =
+            alternate(|| raw_small(&raw, &url), || batch_small(&client, &url)).await;
+        println!("small: {SMALL_BATCHES} sequential 3-request batches, {ROUNDS} rounds");
+        println!("  raw tokio::join! of 3: median {small_raw_ms:.1} ms");
+        println!("  Batch::new of 3:       median {small_batch_ms:.1} ms");
+
+        println!("ratio={:.3}", batch_ms / raw_ms);
+        println!("small_ratio={:.3}", small_batch_ms / small_raw_ms);
+    });
+}
+
+/// Runs `a` and `b` alternately, `ROUNDS` times each, and returns their
+/// median wall times in milliseconds.
+async fn alternate<A, AF, B, BF>(mut a: A, mut b: B) -> (f64, f64)
+where
+    A: FnMut() -> AF,
+    AF: Future<Output = ()>,
+    B: FnMut() -> BF,
+    BF: Future<Output = ()>,
+{
+    let mut a_times = Vec::with_capacity(ROUNDS);
+    let mut b_times = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        // Swap who goes first each round so neither always gets a warm cache.
+        if round % 2 == 0 {
+            a_times.push(timed(a()).await);
+            b_times.push(timed(b()).await);
+        } else {
+            b_times.push(timed(b()).await);
+            a_times.push(timed(a()).await);
+        }
+    }
+    (median(a_times), median(b_times))
+}
+
+async fn timed(work: impl Future<Output = ()>) -> Duration {
+    let started = Instant::now();
+    work.await;
+    started.elapsed()
+}
+
+fn median(mut times: Vec<Duration>) -> f64 {
+    times.sort();
+    times[times.len() / 2].as_secs_f64() * 1000.0
+}
+
+async fn raw_fanout(raw: &reqwest::Client, url: &str) {
+    let ok = futures::stream::iter(0..FANOUT)
+        .map(|_| async {
+            let response = raw.get(url).send().await.expect("raw send");
+            response.bytes().await.expect("raw body").len()
+        })
+        .buffer_unordered(CONCURRENCY)
+        .count()
+        .await;
+    assert_eq!(ok, FANOUT);
+}
+
+async fn batch_fanout(client: &Client, url: &str) {
+    let mut seen = 0usize;
+    let results = Batch::new((0..FANOUT).map(|_| get(url)))
+        .concurrency(CONCURRENCY)
+        .progress(|_, _, _| seen += 1)
+        .send(client)
+        .await;
+    assert_eq!(seen, FANOUT);
+    assert_eq!(results.len(), FANOUT);
+}
+
+async fn raw_small(raw: &reqwest::Client, url: &str) {
+    for _ in 0..SMALL_BATCHES {
+        let one = || async {
+            raw.get(url)
+                .send()
+                .await
+                .expect("send")
+                .bytes()
+                .await
+                .expect("body")
+        };
+        let (a, b, c) = tokio::join!(one(), one(), one());
+        assert!(!a.is_empty() && !b.is_empty() && !c.is_empty());
+    }
+}
+
+async fn batch_small(client: &Client, url: &str) {
+    for _ in 0..SMALL_BATCHES {
+        let results = Batch::new([get(url), get(url), get(url)])
+            .send(client)
+            .await;
+        assert!(results.iter().all(Result::is_ok));
+    }
+}
+
+/// A loopback upstream on its own runtime thread, answering a small JSON body.
+fn start_server() -> std::net::SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/item",
+                axum::routing::get(|| async {
+                    axum::Json(serde_json::json!({ "id": 1, "name": "item" }))
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr"))
+                .expect("send addr");
+            axum::serve(listener, app).await.expect("serve");
+        });
+    });
+    rx.recv().expect("server address")
+}

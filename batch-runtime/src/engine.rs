@@ -101,8 +101,13 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
 
     // `before` runs before any request starts: nothing is in flight yet.
     let mut in_flight: Option<InFlight<_, _>> = None;
-    let before = arms.before(&ledger.state);
-    drive(before, &mut in_flight, &mut ledger.ready, &mut ledger.panic).await;
+    drive(
+        || arms.before(&ledger.state),
+        &mut in_flight,
+        &mut ledger.ready,
+        &mut ledger.panic,
+    )
+    .await;
 
     in_flight = Some(InFlight::new(total, options.concurrency, |i| {
         start(client, i, &requests[i], &keys[i])
@@ -192,8 +197,9 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
     let all = match slots.finish() {
         Ok(ok) => {
             if panic.is_none() {
+                let (arms, state, ok) = (&mut *arms, &state, &ok);
                 drive(
-                    arms.then(&state, &ok),
+                    move || arms.then(state, ok),
                     &mut in_flight,
                     &mut VecDeque::new(),
                     &mut panic,
@@ -205,10 +211,15 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
         Err(all) => all,
     };
     // `finally` runs even after a panic in another arm.
-    let finally_panic = AssertUnwindSafe(arms.finally(&state, &all))
-        .catch_unwind()
-        .await
-        .err();
+    let mut finally_panic = None;
+    let (arms_ref, state_ref, all_ref) = (&mut *arms, &state, &all);
+    drive(
+        move || arms_ref.finally(state_ref, all_ref),
+        &mut in_flight,
+        &mut VecDeque::new(),
+        &mut finally_panic,
+    )
+    .await;
     let span = tracing::Span::current();
     span.record("failed", state.failed_requests());
     span.record("duration_ms", started.elapsed().as_millis() as u64);
@@ -245,7 +256,9 @@ where
         Ok(response) => {
             ledger.state.record_success();
             if ledger.panic.is_none() {
-                let arm = arms.progress(&ledger.state, key.clone(), &response);
+                let (arms, state, key, response) =
+                    (&mut *arms, &ledger.state, key.clone(), &response);
+                let arm = move || arms.progress(state, key, response);
                 drive(arm, in_flight, &mut ledger.ready, &mut ledger.panic).await;
             }
             false
@@ -254,7 +267,8 @@ where
             let err = err.with_key(key);
             ledger.state.record_failure();
             if ledger.panic.is_none() {
-                let arm = arms.catch(&ledger.state, key.clone(), &err);
+                let (arms, state, key, err) = (&mut *arms, &ledger.state, key.clone(), &err);
+                let arm = move || arms.catch(state, key, err);
                 drive(arm, in_flight, &mut ledger.ready, &mut ledger.panic).await;
             }
             ledger.slots.fail(index, err);
@@ -265,16 +279,25 @@ where
 
 /// Runs an arm to completion while the requests in flight keep going
 /// (their completions queue up in `ready`), so a slow arm cannot starve
-/// them into timeouts. Catches a panic into `panic`.
-async fn drive<Fut, I>(
-    arm: Fut,
+/// them into timeouts. A panic, whether the closure's own (sync arms run
+/// when called) or its future's, is caught into `panic`.
+async fn drive<Call, Fut, I>(
+    call: Call,
     in_flight: &mut Option<I>,
     ready: &mut VecDeque<Completion>,
     panic: &mut Option<Panic>,
 ) where
+    Call: FnOnce() -> Fut,
     Fut: Future<Output = ()>,
     I: futures_util::Stream<Item = Completion> + Unpin,
 {
+    let arm = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
+        Ok(arm) => arm,
+        Err(payload) => {
+            report_panic(panic, payload);
+            return;
+        }
+    };
     let mut arm = pin!(AssertUnwindSafe(arm).catch_unwind());
     let outcome = poll_fn(|cx| {
         if let Poll::Ready(outcome) = arm.as_mut().poll(cx) {
@@ -289,9 +312,13 @@ async fn drive<Fut, I>(
     })
     .await;
     if let Err(payload) = outcome {
-        tracing::error!(panic = %panic_message(&payload), "a batch arm panicked; `finally` still runs");
-        panic.get_or_insert(payload);
+        report_panic(panic, payload);
     }
+}
+
+fn report_panic(panic: &mut Option<Panic>, payload: Panic) {
+    tracing::error!(panic = %panic_message(&payload), "a batch arm panicked; `finally` still runs");
+    panic.get_or_insert(payload);
 }
 
 pub(crate) fn panic_message(payload: &Panic) -> String {

@@ -33,7 +33,13 @@ fn note(log: &Log, arm: &str, key: &str, b: &BatchState) {
 async fn lifecycle_arms_run_in_order_with_exact_counters() {
     let upstream = Upstream::start().await;
     let log: Log = Arc::default();
-    let (l1, l2, l3, l4, l5) = (log.clone(), log.clone(), log.clone(), log.clone(), log.clone());
+    let (l1, l2, l3, l4, l5) = (
+        log.clone(),
+        log.clone(),
+        log.clone(),
+        log.clone(),
+        log.clone(),
+    );
     let results = Batch::keyed([
         ("slow", get("/delay/150")),
         ("fast", get("/delay/10")),
@@ -61,7 +67,10 @@ async fn lifecycle_arms_run_in_order_with_exact_counters() {
     assert_eq!(arms[4], ("finally", ""));
     assert_eq!(arms.len(), 5, "then must not run after a failure: {arms:?}");
     let middle: Vec<_> = arms[1..3].to_vec();
-    assert!(middle.contains(&("progress", "fast")) && middle.contains(&("catch", "broken")), "{middle:?}");
+    assert!(
+        middle.contains(&("progress", "fast")) && middle.contains(&("catch", "broken")),
+        "{middle:?}"
+    );
     // Counters: nothing processed before; one more at each per-request arm;
     // finished with nothing pending at the end.
     assert_eq!((log[0].2, log[0].3, log[0].5), (0, 3, false));
@@ -138,7 +147,11 @@ async fn concurrency_never_exceeds_the_limit_at_the_server() {
         .await;
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(upstream.hits(), 40);
-    assert!(upstream.max_in_flight() <= 5, "server saw {}", upstream.max_in_flight());
+    assert!(
+        upstream.max_in_flight() <= 5,
+        "server saw {}",
+        upstream.max_in_flight()
+    );
     assert!(upstream.max_in_flight() >= 2, "requests should overlap");
     assert_eq!(max_seen_by_arms, 40);
 }
@@ -189,7 +202,10 @@ async fn per_request_timeout_overrides_the_default() {
     let upstream = Upstream::start().await;
     let results = Batch::keyed([
         ("patient", get("/delay/50")),
-        ("impatient", get("/hang").timeout(Duration::from_millis(100))),
+        (
+            "impatient",
+            get("/hang").timeout(Duration::from_millis(100)),
+        ),
     ])
     .send(&client(&upstream))
     .await;
@@ -233,7 +249,10 @@ async fn fail_fast_cancels_the_rest_without_catch() {
     .finally(|b, _| failed_at_finally = b.failed_requests())
     .send(&client(&upstream))
     .await;
-    assert!(started.elapsed() < Duration::from_secs(5), "cancelled requests must not be awaited");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cancelled requests must not be awaited"
+    );
     assert_eq!(caught, vec!["b"]);
     assert!(results[0].as_ref().unwrap_err().is_cancelled());
     assert!(results[1].as_ref().unwrap_err().is_status());
@@ -250,14 +269,14 @@ async fn retry_honours_retry_after_and_arms_see_only_the_final_attempt() {
     let mut progress_calls = 0;
     let mut catch_calls = 0;
     let started = Instant::now();
-    let results = Batch::new([get("/flaky/a/2/1").retry(
-        batch_runtime::Retry::times(3).backoff(Duration::from_millis(1)),
-    )])
-    .json::<serde_json::Value>()
-    .progress(|_, _, _| progress_calls += 1)
-    .catch(|_, _, _| catch_calls += 1)
-    .send(&client(&upstream))
-    .await;
+    let results =
+        Batch::new([get("/flaky/a/2/1")
+            .retry(batch_runtime::Retry::times(3).backoff(Duration::from_millis(1)))])
+        .json::<serde_json::Value>()
+        .progress(|_, _, _| progress_calls += 1)
+        .catch(|_, _, _| catch_calls += 1)
+        .send(&client(&upstream))
+        .await;
     let took = started.elapsed();
     let body = results[0].as_ref().expect("third attempt succeeds");
     assert_eq!(body["attempts"], 3);
@@ -286,7 +305,9 @@ async fn panicking_arm_still_runs_finally_then_the_panic_resumes() {
     let outcome = AssertUnwindSafe(
         Batch::new([get("/json/1"), get("/json/2")])
             .progress(|_, _, _| panic!("bug in progress"))
-            .finally(move |b, all| *seen.lock().unwrap() = Some((b.processed_requests(), all.len())))
+            .finally(move |b, all| {
+                *seen.lock().unwrap() = Some((b.processed_requests(), all.len()))
+            })
             .send(&client),
     )
     .catch_unwind()
@@ -320,9 +341,14 @@ async fn async_arms_await_inside_and_fnmut_arms_mutate_state() {
     let async_log = log.clone();
     Batch::new([get("/delay/30"), get("/delay/1")])
         .before(|_| order.push("before"))
-        .progress_async(async |b, index, _| {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            async_log.lock().await.push((index, b.processed_requests()));
+        .progress_async(|b, index, _| {
+            // Copy out what the future needs; it must not borrow the arguments.
+            let processed = b.processed_requests();
+            let log = async_log.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                log.lock().await.push((index, processed));
+            }
         })
         .send(&client(&upstream))
         .await;
@@ -336,16 +362,19 @@ async fn slow_arm_does_not_stall_requests_in_flight() {
     let started = Instant::now();
     let mut first = true;
     let results = Batch::new([get("/delay/1"), get("/delay/300")])
-        .progress_async(async |_, _, _| {
-            if std::mem::take(&mut first) {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
+        .progress_async(|_, _, _| {
+            let pause = if std::mem::take(&mut first) { 300 } else { 0 };
+            tokio::time::sleep(Duration::from_millis(pause))
         })
         .send(&client(&upstream))
         .await;
     assert!(results.iter().all(Result::is_ok));
     // The 300 ms request ran while the 300 ms arm ran: ~300 ms, not ~600.
-    assert!(started.elapsed() < Duration::from_millis(550), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(550),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -376,5 +405,9 @@ async fn refused_connection_is_a_connect_failure_that_reaches_catch() {
         .await;
     assert_eq!(caught, vec![("down", true)]);
     let err = results[0].as_ref().unwrap_err();
-    assert!(err.to_string().starts_with("request `down` GET http://127.0.0.1:"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("request `down` GET http://127.0.0.1:"),
+        "{err}"
+    );
 }

@@ -1,0 +1,360 @@
+//! The in-process fake: rules, replies, recorded requests, assertions.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use batch_runtime::fake::{Fake, RecordedRequest, Reply, Sequence};
+use batch_runtime::{get, post, Batch, Client, ErrorKind, Method};
+use serde::Deserialize;
+
+fn client(fake: &Fake) -> Client {
+    Client::builder()
+        .base_url("http://shop.test/api")
+        .header("x-app", "batch-tests")
+        .fake(fake)
+        .build()
+        .expect("fake client builds")
+}
+
+/// Runs an assertion that must fail and returns its panic message.
+fn failure_of(assertion: impl FnOnce()) -> String {
+    let payload = catch_unwind(AssertUnwindSafe(assertion)).expect_err("the assertion must fail");
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .expect("string panic message")
+}
+
+async fn send_two(fake: &Fake) {
+    let client = client(fake);
+    let results = Batch::keyed([
+        (
+            "inventory",
+            post("/inventory/reserve").json(&serde_json::json!({ "sku": "A1" })),
+        ),
+        (
+            "warehouse",
+            post("/warehouse/notify").json(&serde_json::json!({ "order": 7 })),
+        ),
+    ])
+    .concurrency(1)
+    .send(&client)
+    .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+}
+
+#[tokio::test]
+async fn fake_records_method_url_headers_and_body() {
+    let fake = Fake::new();
+    fake.stub_any("*", Reply::ok());
+    send_two(&fake).await;
+    let sent = fake.recorded();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].method(), Method::POST);
+    assert_eq!(
+        sent[0].url().as_str(),
+        "http://shop.test/api/inventory/reserve"
+    );
+    assert_eq!(sent[0].header("x-app"), Some("batch-tests"));
+    assert_eq!(sent[0].header("content-type"), Some("application/json"));
+    assert_eq!(sent[0].json::<serde_json::Value>().unwrap()["sku"], "A1");
+}
+
+#[tokio::test]
+async fn assert_sent_passes_and_fails_listing_what_was_sent() {
+    let fake = Fake::new();
+    fake.stub_any("*", Reply::ok());
+    send_two(&fake).await;
+    fake.assert_sent(|r| r.url().path() == "/api/warehouse/notify");
+    let message = failure_of(|| fake.assert_sent(|r| r.url().path() == "/api/payments/charge"));
+    assert!(message.contains("none was sent"), "{message}");
+    assert!(
+        message.contains("1. POST http://shop.test/api/inventory/reserve"),
+        "{message}"
+    );
+    assert!(
+        message.contains("2. POST http://shop.test/api/warehouse/notify"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn assert_not_sent_passes_and_fails_naming_the_offender() {
+    let fake = Fake::new();
+    fake.stub_any("*", Reply::ok());
+    send_two(&fake).await;
+    fake.assert_not_sent(|r| r.method() == Method::DELETE);
+    let message = failure_of(|| fake.assert_not_sent(|r| r.url().path().contains("warehouse")));
+    assert!(message.contains("but 1 matched"), "{message}");
+    assert!(message.contains("warehouse/notify"), "{message}");
+    assert!(
+        !message.contains("inventory"),
+        "only the offender is listed: {message}"
+    );
+}
+
+#[tokio::test]
+async fn assert_sent_count_passes_and_fails_with_the_count() {
+    let fake = Fake::new();
+    fake.stub_any("*", Reply::ok());
+    send_two(&fake).await;
+    fake.assert_sent_count(2);
+    let message = failure_of(|| fake.assert_sent_count(3));
+    assert!(
+        message.contains("expected 3 request(s) to be sent, but 2 were"),
+        "{message}"
+    );
+    assert!(message.contains("inventory/reserve"), "{message}");
+}
+
+#[tokio::test]
+async fn assert_sent_in_order_passes_and_fails_naming_the_pattern() {
+    let fake = Fake::new();
+    fake.stub_any("*", Reply::ok());
+    send_two(&fake).await;
+    fake.assert_sent_in_order(["POST */inventory/*", "*/warehouse/notify"]);
+    let message = failure_of(|| fake.assert_sent_in_order(["*/warehouse/*", "*/inventory/*"]));
+    assert!(message.contains("pattern #2 `*/inventory/*`"), "{message}");
+    assert!(message.contains("Sent (2)"), "{message}");
+    let message = failure_of(|| fake.assert_sent_in_order(["GET */inventory/*"]));
+    assert!(message.contains("pattern #1"), "{message}");
+}
+
+#[tokio::test]
+async fn assert_nothing_sent_passes_and_fails_listing_requests() {
+    let fake = Fake::new();
+    fake.assert_nothing_sent();
+    fake.stub_any("*", Reply::ok());
+    send_two(&fake).await;
+    let message = failure_of(|| fake.assert_nothing_sent());
+    assert!(
+        message.contains("expected no request to be sent, but 2 were"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn stray_request_is_refused_naming_it_and_the_rules() {
+    let fake = Fake::new();
+    fake.stub(Method::GET, "*/users/*", Reply::ok());
+    let err = client(&fake)
+        .send(post("/payments/charge"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::UnmatchedFake);
+    let text = err.to_string();
+    assert!(
+        text.contains("POST http://shop.test/api/payments/charge"),
+        "{text}"
+    );
+    assert!(text.contains("rules: GET */users/*"), "{text}");
+    assert!(text.contains("allow_stray_requests"), "{text}");
+    // It was still recorded: assertions see what the code tried to send.
+    fake.assert_sent_count(1);
+}
+
+#[tokio::test]
+async fn allowed_stray_requests_get_an_empty_ok() {
+    let fake = Fake::new();
+    fake.allow_stray_requests();
+    let response = client(&fake).send(get("/anything")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(response.bytes().is_empty());
+}
+
+#[tokio::test]
+async fn rules_match_in_order_by_method_and_glob() {
+    let fake = Fake::new();
+    fake.stub(Method::GET, "*/users/1", Reply::text("first"));
+    fake.stub(Method::GET, "*/users/*", Reply::text("any user"));
+    fake.stub(
+        Method::POST,
+        "*/users/*",
+        Reply::text("created").with_status(201),
+    );
+    let c = client(&fake);
+    assert_eq!(c.send(get("/users/1")).await.unwrap().text(), "first");
+    assert_eq!(
+        c.send(get("/users/2?x=1")).await.unwrap().text(),
+        "any user"
+    );
+    let created = c.send(post("/users/3")).await.unwrap();
+    assert_eq!(
+        (created.status().as_u16(), created.text()),
+        (201, "created".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn sequences_reply_in_turn_then_when_empty() {
+    let fake = Fake::new();
+    fake.stub(
+        Method::GET,
+        "*",
+        Sequence::new()
+            .push(Reply::status(503))
+            .push(Reply::json(serde_json::json!({ "ok": true })))
+            .when_empty(Reply::status(410)),
+    );
+    let c = client(&fake);
+    assert_eq!(
+        c.send(get("/a"))
+            .await
+            .unwrap_err()
+            .status()
+            .unwrap()
+            .as_u16(),
+        503
+    );
+    assert!(c.send(get("/a")).await.is_ok());
+    assert_eq!(
+        c.send(get("/a"))
+            .await
+            .unwrap_err()
+            .status()
+            .unwrap()
+            .as_u16(),
+        410
+    );
+    assert_eq!(
+        c.send(get("/a"))
+            .await
+            .unwrap_err()
+            .status()
+            .unwrap()
+            .as_u16(),
+        410
+    );
+}
+
+#[tokio::test]
+async fn exhausted_sequence_without_when_empty_is_an_error() {
+    let fake = Fake::new();
+    fake.stub(Method::GET, "*", Sequence::new().push(Reply::ok()));
+    let c = client(&fake);
+    assert!(c.send(get("/a")).await.is_ok());
+    let err = c.send(get("/a")).await.unwrap_err();
+    assert!(err.to_string().contains("exhausted"), "{err}");
+}
+
+#[tokio::test]
+async fn closure_replies_see_the_request() {
+    let fake = Fake::new();
+    fake.stub_with(Method::POST, "*/echo", |request: &RecordedRequest| {
+        Reply::json(serde_json::json!({ "got": request.json::<serde_json::Value>() }))
+    });
+    let response = client(&fake)
+        .send(post("/echo").json(&serde_json::json!({ "n": 5 })))
+        .await
+        .unwrap();
+    assert_eq!(response.json::<serde_json::Value>().unwrap()["got"]["n"], 5);
+}
+
+#[tokio::test]
+async fn failed_connection_and_timeout_replies_are_real_errors() {
+    let fake = Fake::new();
+    fake.stub(Method::GET, "*/down", Reply::connection_failed());
+    fake.stub(Method::GET, "*/slow", Reply::timeout());
+    fake.stub(
+        Method::GET,
+        "*/late",
+        Reply::ok().delay(Duration::from_secs(60)),
+    );
+    let c = client(&fake);
+    assert!(c.send(get("/down")).await.unwrap_err().is_connect());
+    assert!(c.send(get("/slow")).await.unwrap_err().is_timeout());
+    let late = c
+        .send(get("/late").timeout(Duration::from_millis(50)))
+        .await
+        .unwrap_err();
+    assert!(
+        late.is_timeout(),
+        "a delay past the request timeout times out: {late}"
+    );
+}
+
+#[tokio::test]
+async fn delayed_replies_run_concurrently_in_a_batch() {
+    let fake = Fake::new();
+    fake.stub_any("*", Reply::ok().delay(Duration::from_millis(200)));
+    let started = std::time::Instant::now();
+    let results = Batch::new((0..3).map(|i| get(format!("/item/{i}"))))
+        .send(&client(&fake))
+        .await;
+    assert!(results.iter().all(Result::is_ok));
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+struct Charge {
+    id: String,
+    amount: u64,
+}
+
+#[tokio::test]
+async fn typed_slots_decode_and_invalid_json_is_a_decode_failure() {
+    let fake = Fake::new();
+    fake.stub(
+        Method::POST,
+        "*/good",
+        Reply::json(serde_json::json!({ "id": "ch_1", "amount": 4200 })),
+    );
+    fake.stub(Method::POST, "*/bad", Reply::text("<html>oops</html>"));
+    let mut caught = Vec::new();
+    let results = Batch::keyed([("good", post("/good")), ("bad", post("/bad"))])
+        .json::<Charge>()
+        .catch(|_, key, err| caught.push((key, err.is_decode())))
+        .send(&client(&fake))
+        .await;
+    assert_eq!(
+        results[0].as_ref().unwrap(),
+        &Charge {
+            id: "ch_1".into(),
+            amount: 4200
+        }
+    );
+    let err = results[1].as_ref().unwrap_err();
+    assert!(err.is_decode());
+    let text = err.to_string();
+    assert!(
+        text.contains("request `bad` POST http://shop.test/api/bad"),
+        "{text}"
+    );
+    assert!(text.contains("Charge"), "the error names the type: {text}");
+    assert_eq!(caught, vec![("bad", true)]);
+}
+
+#[tokio::test]
+async fn body_limit_applies_to_fake_replies() {
+    let fake = Fake::new();
+    fake.stub_any("*", Reply::text("x".repeat(2048)));
+    let c = Client::builder()
+        .fake(&fake)
+        .body_limit(1024)
+        .build()
+        .unwrap();
+    let err = c.send(get("http://big.test/")).await.unwrap_err();
+    assert!(err.is_body_too_large(), "{err}");
+}
+
+#[tokio::test]
+async fn base_url_escape_is_refused_before_anything_is_sent() {
+    let fake = Fake::new();
+    fake.allow_stray_requests();
+    let c = client(&fake);
+    for target in [
+        "//evil.example/steal",
+        "/../admin",
+        "http://evil.example/api/x",
+    ] {
+        let err = c.send(get(target)).await.unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::BaseUrlEscape, "{target}: {err}");
+        assert!(err.to_string().contains("refused"), "{err}");
+    }
+    fake.assert_nothing_sent();
+}
