@@ -1,0 +1,187 @@
+//! Bad input gets a clear error; secrets never reach Debug output or traces.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use batch_runtime::{get, post, Batch, Client, ErrorKind};
+use batch_tests::Upstream;
+use serde::Deserialize;
+
+fn client(upstream: &Upstream) -> Client {
+    Client::builder().base_url(upstream.base_url()).build().unwrap()
+}
+
+#[tokio::test]
+async fn status_error_keeps_the_response_and_its_body() {
+    let upstream = Upstream::start().await;
+    let results = Batch::keyed([("missing", get("/status/404")), ("broken", get("/status/502"))])
+        .send(&client(&upstream))
+        .await;
+    for (result, code) in results.iter().zip([404u16, 502]) {
+        let err = result.as_ref().unwrap_err();
+        assert!(err.is_status());
+        assert_eq!(err.status().unwrap().as_u16(), code);
+        let response = err.response().expect("response kept");
+        assert_eq!(response.text(), format!("status {code}"));
+        assert!(err.to_string().contains(&format!("server answered {code}")), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_body_is_refused() {
+    let upstream = Upstream::start().await;
+    let small = Client::builder()
+        .base_url(upstream.base_url())
+        .body_limit(1_000)
+        .build()
+        .unwrap();
+    let results = Batch::new([get("/bytes/1000"), get("/bytes/1001"), get("/bytes/200000")])
+        .send(&small)
+        .await;
+    assert_eq!(results[0].as_ref().unwrap().bytes().len(), 1000);
+    for result in &results[1..] {
+        let err = result.as_ref().unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::BodyTooLarge { limit: 1_000 });
+        assert!(err.to_string().contains("body_limit"), "says how to fix: {err}");
+    }
+    assert_eq!(batch_runtime::DEFAULT_BODY_LIMIT, 10 * 1024 * 1024);
+}
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)]
+struct Reservation {
+    id: u64,
+}
+
+#[tokio::test]
+async fn invalid_json_for_a_typed_slot_is_a_decode_failure() {
+    let upstream = Upstream::start().await;
+    let results = Batch::keyed([("reservation", get("/invalid-json")), ("shape", get("/json/1"))])
+        .json::<Reservation>()
+        .send(&client(&upstream))
+        .await;
+    for result in &results {
+        let err = result.as_ref().unwrap_err();
+        assert!(err.is_decode(), "{err}");
+        assert!(err.to_string().contains("Reservation"), "{err}");
+        assert!(err.to_string().contains(&upstream.base_url()), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_urls_are_refused_before_any_io() {
+    let no_base = Client::new();
+    for (target, needle) in [
+        ("http://", "not a valid URL"),
+        ("ftp://files.test/x", "not an http(s) URL"),
+        ("/relative", "no base URL"),
+        ("not a url", "no base URL"),
+    ] {
+        let err = no_base.send(get(target)).await.unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::InvalidUrl, "{target}: {err}");
+        assert!(err.to_string().contains(needle), "{target}: {err}");
+    }
+    let err = Client::builder().base_url("nope").build().unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::InvalidUrl);
+}
+
+#[tokio::test]
+async fn base_url_escape_is_refused_before_io_against_a_real_server() {
+    let upstream = Upstream::start().await;
+    let c = Client::builder().base_url(upstream.url("/api")).build().unwrap();
+    let other = Upstream::start().await;
+    for target in [format!("//{}/json/1", other.base_url().trim_start_matches("http://")), "/../json/1".into(), other.url("/json/1")] {
+        let err = c.send(get(&target)).await.unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::BaseUrlEscape, "{target}: {err}");
+    }
+    assert_eq!(upstream.hits() + other.hits(), 0, "nothing reached either server");
+}
+
+#[tokio::test]
+async fn unserializable_values_and_bad_headers_are_builder_errors() {
+    let upstream = Upstream::start().await;
+    let mut map = std::collections::HashMap::new();
+    map.insert(vec![1u8], 2);
+    let results = Batch::keyed([
+        ("body", post("/echo").json(&map)),
+        ("header", get("/echo").header("x-bad", "line\nbreak")),
+    ])
+    .send(&client(&upstream))
+    .await;
+    for result in &results {
+        assert!(result.as_ref().unwrap_err().is_builder());
+    }
+    assert_eq!(upstream.hits(), 0);
+}
+
+/// A `MakeWriter` that appends to a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn secrets_are_absent_from_debug_display_and_traces() {
+    let upstream = Upstream::start().await;
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let secret_base = upstream.base_url().replace("http://", "http://admin:hunter2@");
+    let client = Client::builder()
+        .base_url(&secret_base)
+        .header("authorization", "Bearer client-s3cret")
+        .header("cookie", "session=cookie-s3cret")
+        .build()
+        .unwrap();
+    let request = get("/status/500")
+        .bearer_auth("request-s3cret")
+        .header("proxy-authorization", "Basic proxy-s3cret");
+    let shown_request = format!("{request:?}");
+    let results = Batch::keyed([("leaky", request), ("echo", get("/echo"))])
+        .send(&client)
+        .await;
+    let err = results[0].as_ref().unwrap_err();
+    let texts = [
+        shown_request,
+        format!("{client:?}"),
+        format!("{err:?}"),
+        err.to_string(),
+        format!("{results:?}"),
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap(),
+    ];
+    for text in &texts {
+        for secret in ["hunter2", "client-s3cret", "cookie-s3cret", "request-s3cret", "proxy-s3cret"] {
+            assert!(!text.contains(secret), "`{secret}` leaked into: {text}");
+        }
+    }
+    // The trace is there, with the redacted URL, the key and the status.
+    let trace = &texts[5];
+    assert!(trace.contains("batch.request"), "{trace}");
+    assert!(trace.contains("key=leaky"), "{trace}");
+    assert!(trace.contains("status=500"), "{trace}");
+    assert!(trace.contains("admin:***@"), "{trace}");
+    // The secrets were still sent: redaction is for output only.
+    let echo = results[1].as_ref().unwrap().json::<serde_json::Value>().unwrap();
+    assert_eq!(echo["headers"]["authorization"], "Bearer client-s3cret");
+}
