@@ -316,7 +316,6 @@ impl<'a> Registered<'a> {
 
     /// Names the work: shown in logs and in the shutdown report, and the
     /// key for [`Deferred::forget`] and [`DeferRuntime::forget`].
-    #[must_use = "the name applies to the value returned"]
     pub fn name(mut self, name: impl Into<String>) -> Self {
         let name = name.into();
         for pending in &mut self.jobs {
@@ -327,7 +326,6 @@ impl<'a> Registered<'a> {
 
     /// Runs the work even when the response failed (status ≥ 400) or was
     /// never produced (the handler was cancelled or panicked).
-    #[must_use = "`always` applies to the value returned"]
     pub fn always(mut self) -> Self {
         for pending in &mut self.jobs {
             pending.always = true;
