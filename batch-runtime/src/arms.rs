@@ -39,14 +39,23 @@ pub trait BeforeArm {
 /// `progress |b, key, response|`: once per success, in completion order.
 pub trait ProgressArm<K> {
     /// Runs the arm.
-    fn call(&mut self, batch: &BatchState, key: K, response: &Response)
-        -> impl Future<Output = ()> + Send;
+    fn call(
+        &mut self,
+        batch: &BatchState,
+        key: K,
+        response: &Response,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 /// `catch |b, key, error|`: once per failure, in completion order.
 pub trait CatchArm<K> {
     /// Runs the arm.
-    fn call(&mut self, batch: &BatchState, key: K, error: &Error) -> impl Future<Output = ()> + Send;
+    fn call(
+        &mut self,
+        batch: &BatchState,
+        key: K,
+        error: &Error,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 /// `then |b, ok|` and `finally |b, all|`: once at the end, with every result.
@@ -118,7 +127,12 @@ impl<K> CatchArm<K> for NoArm {
 }
 
 impl<K, F: FnMut(&BatchState, K, &Error)> CatchArm<K> for SyncArm<F> {
-    fn call(&mut self, batch: &BatchState, key: K, error: &Error) -> impl Future<Output = ()> + Send {
+    fn call(
+        &mut self,
+        batch: &BatchState,
+        key: K,
+        error: &Error,
+    ) -> impl Future<Output = ()> + Send {
         (self.0)(batch, key, error);
         ready(())
     }
@@ -129,7 +143,12 @@ where
     F: FnMut(&BatchState, K, &Error) -> Fut,
     Fut: Future<Output = ()> + Send,
 {
-    fn call(&mut self, batch: &BatchState, key: K, error: &Error) -> impl Future<Output = ()> + Send {
+    fn call(
+        &mut self,
+        batch: &BatchState,
+        key: K,
+        error: &Error,
+    ) -> impl Future<Output = ()> + Send {
         (self.0)(batch, key, error)
     }
 }
@@ -179,8 +198,12 @@ pub trait Arms<S: Slots> {
         response: &Response,
     ) -> impl Future<Output = ()> + Send;
     /// `catch`.
-    fn catch(&mut self, batch: &BatchState, key: S::Key, error: &Error)
-        -> impl Future<Output = ()> + Send;
+    fn catch(
+        &mut self,
+        batch: &BatchState,
+        key: S::Key,
+        error: &Error,
+    ) -> impl Future<Output = ()> + Send;
     /// `then`.
     fn then(&mut self, batch: &BatchState, ok: &S::AllOk) -> impl Future<Output = ()> + Send;
     /// `finally`.
