@@ -337,8 +337,8 @@ mod tests {
     fn batch_future_is_send_in_generic_code<S, A>(batch: Batch<S, A>, client: Client)
     where
         S: Slots + Send + 'static,
-        S::All: Send,
-        S::AllOk: Send,
+        S::All: Send + Sync,
+        S::AllOk: Send + Sync,
         A: Arms<S> + Send + 'static,
     {
         fn is_send<T: Send + 'static>(_: T) {}

@@ -331,6 +331,8 @@ pub(crate) fn panic_message(payload: &Panic) -> String {
     }
 }
 
+// Transient, one at a time: boxing the completion would cost more than it saves.
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Done(Completion),
     Finished,
@@ -363,13 +365,13 @@ where
 }
 
 /// One request's future: sends it (with retries) under its key.
-fn start<'a, K: std::fmt::Display + Sync>(
-    client: &'a Client,
+async fn start<K: std::fmt::Display + Sync>(
+    client: &Client,
     index: usize,
-    request: &'a Request,
-    key: &'a K,
-) -> impl Future<Output = Completion> + 'a {
-    async move { (index, client.execute(request, Some(key)).await) }
+    request: &Request,
+    key: &K,
+) -> Completion {
+    (index, client.execute(request, Some(key)).await)
 }
 
 /// The requests in flight: never more than `limit`, started in definition
