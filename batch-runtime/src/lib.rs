@@ -1,4 +1,82 @@
-//! batch: concurrent and after-the-response HTTP for tokio web services.
+//! Concurrent and after-the-response HTTP for tokio web services.
+//!
+//! One macro, [`batch!`], turns named requests and lifecycle arms into a
+//! typed [`Batch`]: the requests run concurrently, results come back in
+//! definition order as a generated struct, and the key set, the result types
+//! and the arm signatures are checked by the compiler.
+//!
+//! The checkout of a shop: reserve inventory, charge the payment, tell the
+//! warehouse. Here against the in-process [`fake`]; in production the same
+//! code runs against a [`Client`] with a base URL.
+//!
+//! ```
+//! use batch_runtime::fake::{Fake, Reply};
+//! use batch_runtime::{batch, Client, Method};
+//! use serde::Deserialize;
+//!
+//! #[derive(Debug, Deserialize)]
+//! struct Reservation {
+//!     reservation_id: String,
+//! }
+//!
+//! #[derive(Debug, Deserialize)]
+//! struct Charge {
+//!     confirmation: String,
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let fake = Fake::new();
+//! fake.stub(Method::POST, "*/inventory/reserve", Reply::json(serde_json::json!({ "reservation_id": "r-17" })));
+//! fake.stub(Method::POST, "*/payments/charge", Reply::json(serde_json::json!({ "confirmation": "ch-42" })));
+//! fake.stub(Method::POST, "*/warehouse/notify", Reply::status(503));
+//! let client = Client::builder().base_url("http://shop.test/api").fake(&fake).build()?;
+//!
+//! let order = serde_json::json!({ "order": 17, "sku": "mug", "amount": 1200 });
+//! let mut confirmation = None;
+//! let mut problems = Vec::new();
+//! let mut summary = String::new();
+//!
+//! let outcome = batch! {
+//!     inventory: post("/inventory/reserve").json(&order) => Reservation,
+//!     payment:   post("/payments/charge").json(&order)   => Charge,
+//!     warehouse: post("/warehouse/notify").json(&order),
+//!
+//!     then    |_, ok| confirmation = Some(ok.payment.confirmation.clone()),
+//!     catch   |_, key, err| match key {
+//!         Key::Inventory | Key::Payment => problems.push(format!("order blocked: {err}")),
+//!         Key::Warehouse => problems.push(format!("retry later: {key}")),
+//!     },
+//!     finally |b, _| summary = format!("{} of {} failed", b.failed_requests(), b.total_requests()),
+//! }
+//! .send(&client)
+//! .await;
+//!
+//! // `then` did not run: the warehouse failed. Every field is a Result.
+//! assert_eq!(confirmation, None);
+//! assert_eq!(outcome.payment?.confirmation, "ch-42");
+//! assert_eq!(outcome.inventory?.reservation_id, "r-17");
+//! assert_eq!(outcome.warehouse.unwrap_err().status().map(|s| s.as_u16()), Some(503));
+//! assert_eq!(problems, ["retry later: warehouse"]);
+//! assert_eq!(summary, "1 of 3 failed");
+//! fake.assert_sent_count(3);
+//! # Ok::<(), batch_runtime::Error>(()) }).unwrap();
+//! ```
+//!
+//! The four patterns, chosen by one question — does the response need the
+//! result?
+//!
+//! | pattern | runs | gives the caller |
+//! |---|---|---|
+//! | pool: `batch!{..}.send(&client)` with no arms | now, concurrently | typed results, definition order |
+//! | batch: the same with `before/progress/then/catch/finally` | now, concurrently | results, lifecycle arms, live counters |
+//! | deferred batch: `batch!{..}.defer(&client, &deferred)` | after the response | nothing: results are unreachable by type |
+//! | deferred closures: `deferred.spawn(async move {..})` | after the response | nothing |
+//!
+//! Modules: [`fake`] (a transport for tests, with assertions), [`defer`]
+//! (work after the response, a tower layer, graceful drain). Run-time
+//! batches over any number of requests use [`Batch::new`] and
+//! [`Batch::keyed`]. Every guarantee is listed in the README and pinned by a
+//! test.
 
 mod arms;
 mod batch;
