@@ -13,10 +13,10 @@
 //! }
 //! ```
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{Ident, Type};
+use syn::Ident;
 
 use crate::ast::{Batch, CheckedArm, CheckedRequest};
 
@@ -46,7 +46,7 @@ pub fn expand(batch: &Batch, errors: Option<syn::Error>) -> TokenStream {
 fn key_enum(batch: &Batch) -> TokenStream {
     let variants: Vec<&Ident> = batch.requests.iter().map(|r| &r.variant).collect();
     let names = batch.requests.iter().map(|r| key_name(&r.key));
-    let count = batch.requests.len();
+    let count = Literal::usize_unsuffixed(batch.requests.len());
     quote! {
         /// The keys of this batch, in definition order.
         #[derive(
@@ -115,12 +115,14 @@ fn requests(batch: &Batch) -> TokenStream {
     let rt = &batch.runtime;
     let checked = batch.requests.iter().map(|request| {
         let expr = &request.expr;
-        let check = quote_spanned!(expr.span()=> #rt::__private::request);
+        // Spanned on the expression, so "not a request" points only there.
+        let check = quote_spanned!(expr.span()=> __batch_request(#expr));
         quote! {
             {
                 #[allow(unused_imports)]
                 use #rt::__private::verbs::*;
-                #check(#expr)
+                use #rt::__private::request as __batch_request;
+                #check
             }
         }
     });
@@ -134,16 +136,14 @@ fn slots(batch: &Batch) -> TokenStream {
     let p = quote!(#rt::__private);
     let keys: Vec<&Ident> = batch.requests.iter().map(|r| &r.key).collect();
     let count = keys.len();
-    let indices = 0..count;
-    let decoders = batch.requests.iter().map(|r| match &r.output {
-        Some(ty) => decoder(&p, ty),
-        None => quote!(#p::Raw),
-    });
+    let indices: Vec<Literal> = (0..count).map(Literal::usize_unsuffixed).collect();
+    let outputs = batch.requests.iter().map(|r| output(rt, r));
+    let decoders = batch.requests.iter().map(|r| decoder(&p, r));
     let locals: Vec<Ident> = keys
         .iter()
         .map(|key| Ident::new(&key_name(key), Span::mixed_site()))
         .collect();
-    let finish = if count == 0 {
+    let finish = if keys.is_empty() {
         quote!(::core::result::Result::Ok(Succeeded {}))
     } else {
         quote! {
@@ -155,10 +155,12 @@ fn slots(batch: &Batch) -> TokenStream {
             }
         }
     };
-    let indices_fail = indices.clone();
+    let count = Literal::usize_unsuffixed(count);
     quote! {{
+        use #p::json as __batch_json;
+
         struct Slots {
-            #(#keys: #p::Slot<#decoders>,)*
+            #(#keys: #p::Outcome<#outputs>,)*
         }
 
         impl #p::Slots for Slots {
@@ -180,14 +182,14 @@ fn slots(batch: &Batch) -> TokenStream {
                 response: &#p::Response,
             ) -> ::core::result::Result<(), #p::Error> {
                 match index {
-                    #(#indices => self.#keys.decode(response),)*
+                    #(#indices => self.#keys.decode(#decoders),)*
                     _ => ::core::unreachable!(),
                 }
             }
 
             fn fail(&mut self, index: usize, error: #p::Error) {
                 match index {
-                    #(#indices_fail => self.#keys.fail(error),)*
+                    #(#indices => self.#keys.fail(error),)*
                     _ => ::core::unreachable!(),
                 }
             }
@@ -209,9 +211,16 @@ fn slots(batch: &Batch) -> TokenStream {
     }}
 }
 
-/// `Typed<T>`, spanned on `T` so "not deserializable" lands on the type.
-fn decoder(p: &TokenStream, ty: &Type) -> TokenStream {
-    quote_spanned!(ty.span()=> #p::Typed<#ty>)
+/// `json::<T>(response)`, with the `Deserialize` check spanned on `T`;
+/// `raw(response)` without `=> T`.
+fn decoder(p: &TokenStream, request: &CheckedRequest) -> TokenStream {
+    match &request.output {
+        Some(ty) => {
+            let json = quote_spanned!(ty.span()=> __batch_json::<#ty>);
+            quote!(#json(response))
+        }
+        None => quote!(#p::raw(response)),
+    }
 }
 
 /// `.then(closure)` or `.then_async(closure)`.

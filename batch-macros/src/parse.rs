@@ -22,7 +22,7 @@ impl Parse for Input {
         let mut arms = Vec::new();
         while !input.is_empty() {
             match entry(input)? {
-                Entry::Request(request) => requests.push(request),
+                Entry::Request(request) => requests.push(*request),
                 Entry::Arm(arm) => arms.push(arm),
             }
             if input.is_empty() {
@@ -58,13 +58,13 @@ fn runtime_path(input: ParseStream) -> syn::Result<TokenStream> {
 }
 
 enum Entry {
-    Request(Request),
+    Request(Box<Request>),
     Arm(Arm),
 }
 
 fn entry(input: ParseStream) -> syn::Result<Entry> {
     if input.peek(Ident::peek_any) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
-        return request(input).map(Entry::Request);
+        return request(input).map(|r| Entry::Request(Box::new(r)));
     }
     let lookahead = input.lookahead1();
     let kind = if lookahead.peek(kw::before) {

@@ -1,2 +1,124 @@
 //! Expansion snapshot: the generated code, parsed by syn and printed by
-//! prettyplease, so a change to it is reviewed as readable Rust.
+//! prettyplease, so a change to it is reviewed as readable Rust. Run with
+//! `UPDATE_SNAPSHOTS=1` to rewrite `snapshots/*.rs`, then read the diff.
+
+use std::path::PathBuf;
+
+use quote::quote;
+
+use crate::expand_tokens;
+
+/// Expands `input` (with `::batch_runtime` as the runtime path) and prints
+/// it as the body of a function.
+fn pretty(input: proc_macro2::TokenStream) -> String {
+    let output = expand_tokens(quote!(::batch_runtime; #input));
+    let expr: syn::Expr = syn::parse2(output.clone())
+        .unwrap_or_else(|e| panic!("the expansion is not an expression ({e}):\n{output}"));
+    let file: syn::File = syn::parse_quote! {
+        fn expansion() {
+            let batch = #expr;
+        }
+    };
+    prettyplease::unparse(&file)
+}
+
+/// Without whitespace and trailing commas, to match parts regardless of
+/// how prettyplease wraps them.
+fn squash(code: &str) -> String {
+    let code: String = code.split_whitespace().collect();
+    code.replace(",)", ")")
+        .replace(",>", ">")
+        .replace(",}", "}")
+}
+
+fn check_snapshot(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("snapshots")
+        .join(format!("{name}.rs"));
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, actual).expect("write snapshot");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "expansion of `{name}` changed; rerun with UPDATE_SNAPSHOTS=1 and review \
+         {path:?}\n--- new expansion ---\n{actual}"
+    );
+}
+
+#[test]
+fn seed_expansion_is_readable_and_stable() {
+    let pretty = pretty(quote! {
+        inventory: post("/api/inventory/reserve").json(&reserve) => Reservation,
+        payment: post("/api/payments/charge").json(&charge) => Charge,
+        warehouse: post("/api/warehouse/notify").json(&notify),
+
+        before |b| tracing::info!(total = b.total_requests()),
+        then |_, ok| order.confirm(&ok.payment.confirmation),
+        catch |_, key, _| match key {
+            Key::Inventory => {}
+            Key::Payment => {}
+            Key::Warehouse => {}
+        },
+        finally async |_, all| audit.record(all).await,
+    });
+    check_snapshot("seed", &pretty);
+
+    for part in [
+        "enum Key {\n        Inventory,\n        Payment,\n        Warehouse,\n    }",
+        "Key::Inventory => \"inventory\"",
+        "struct Succeeded {\n        inventory: Reservation,\n        payment: Charge,\n        warehouse: ::batch_runtime::Response",
+        "payment: ::core::result::Result<Charge, ::batch_runtime::Error>",
+        "inventory: ::batch_runtime::__private::Outcome<Reservation>",
+        "self.inventory.decode(__batch_json::<Reservation>(response))",
+        "self.warehouse.decode(::batch_runtime::__private::raw(response))",
+        "use ::batch_runtime::__private::verbs::*;",
+        "use ::batch_runtime::__private::request as __batch_request; __batch_request(post(\"/api/payments/charge\").json(&charge))",
+        "::batch_runtime::__private::Batch::from_slots(",
+        ".before(|b| tracing::info!(total = b.total_requests()))",
+        ".then(|_, ok| order.confirm(&ok.payment.confirmation))",
+        ".finally_async(async |_, all| audit.record(all).await)",
+        "::core::result::Result::Ok(Succeeded {\n                    inventory: all.inventory?,\n                    payment: all.payment?,\n                    warehouse: all.warehouse?",
+    ] {
+        assert!(
+            squash(&pretty).contains(&squash(part)),
+            "missing {part:?} in\n{pretty}"
+        );
+    }
+    // Arms are chained in the order written, after the slots.
+    let before = pretty.find(".before(").unwrap();
+    let then = pretty.find(".then(").unwrap();
+    let catch = pretty.find(".catch(").unwrap();
+    let finally = pretty.find(".finally_async(").unwrap();
+    assert!(before < then && then < catch && catch < finally);
+}
+
+#[test]
+fn mistakes_are_reported_together_and_the_rest_still_expands() {
+    let output = expand_tokens(quote!(::batch_runtime;
+        a: get("/a"),
+        a: get("/b"),
+        thn |_, _| (),
+        catch |_| (),
+    ))
+    .to_string();
+    let errors: Vec<&str> = output.matches("compile_error").collect();
+    assert_eq!(errors.len(), 3, "{output}");
+    assert!(output.contains("duplicate key `a`"), "{output}");
+    assert!(output.contains("did you mean `then`?"), "{output}");
+    assert!(output.contains("this closure takes 1"), "{output}");
+    // The valid part is still expanded: one key, no arm.
+    assert!(output.contains("enum Key { A , }"), "{output}");
+    assert!(!output.contains(". catch"), "{output}");
+}
+
+#[test]
+fn a_syntax_error_is_one_error() {
+    let output = expand_tokens(quote!(::batch_runtime; a get("/a"))).to_string();
+    assert_eq!(output.matches("compile_error").count(), 1, "{output}");
+    assert!(
+        output.contains("expected `:` after the key `a`"),
+        "{output}"
+    );
+}

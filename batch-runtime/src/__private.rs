@@ -49,20 +49,63 @@ pub fn requests<const N: usize>(requests: [Request; N]) -> Vec<Request> {
 
 /// The check on a typed entry (`key: <expr> => T`).
 #[diagnostic::on_unimplemented(
-    message = "`=> {Self}` needs `{Self}` to be deserializable from JSON",
+    message = "`=> {Self}` needs `{Self}: serde::Deserialize`, to decode the JSON body",
     label = "`{Self}` does not implement `serde::Deserialize`",
     note = "add `#[derive(serde::Deserialize)]` to `{Self}`, or drop `=> {Self}` to keep the raw `Response`"
 )]
 pub trait Decodable: DeserializeOwned {}
 
+#[diagnostic::do_not_recommend]
 impl<T: DeserializeOwned> Decodable for T {}
 
-/// The decoder of a typed entry: [`Json`], with the readable bound above.
-pub struct Typed<T>(core::marker::PhantomData<fn() -> T>);
+/// Decodes a typed entry's body.
+///
+/// # Errors
+///
+/// The decode error.
+pub fn json<T: Decodable>(response: &Response) -> Result<T, Error> {
+    response.json()
+}
 
-impl<T: Decodable> Decoder for Typed<T> {
-    type Output = T;
-    fn decode(response: &Response) -> Result<T, Error> {
-        response.json()
+/// Keeps an untyped entry's response.
+///
+/// # Errors
+///
+/// Never; the signature matches [`json`].
+pub fn raw(response: &Response) -> Result<Response, Error> {
+    Ok(response.clone())
+}
+
+/// One entry's result, filled once. Unlike [`Slot`] it puts no bound on
+/// `T`, so a `=> T` that is not deserializable is one error, at `T`.
+pub struct Outcome<T>(Option<Result<T, Error>>);
+
+impl<T> Default for Outcome<T> {
+    fn default() -> Self {
+        Outcome(None)
+    }
+}
+
+impl<T> Outcome<T> {
+    /// Stores a decoded value; a decode error is handed back to the engine,
+    /// which records it with [`Outcome::fail`].
+    ///
+    /// # Errors
+    ///
+    /// `decoded`'s error.
+    pub fn decode(&mut self, decoded: Result<T, Error>) -> Result<(), Error> {
+        self.0 = Some(Ok(decoded?));
+        Ok(())
+    }
+
+    /// Records a failure.
+    pub fn fail(&mut self, error: Error) {
+        self.0 = Some(Err(error));
+    }
+
+    /// The result; never filled reads as cancelled.
+    pub fn into_result(self) -> Result<T, Error> {
+        self.0
+            .unwrap_or_else(|| Err(Error::cancelled("the request never completed")))
     }
 }

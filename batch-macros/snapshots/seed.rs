@@ -1,0 +1,186 @@
+fn expansion() {
+    let batch = {
+        /// The keys of this batch, in definition order.
+        #[derive(
+            ::core::clone::Clone,
+            ::core::marker::Copy,
+            ::core::fmt::Debug,
+            ::core::cmp::PartialEq,
+            ::core::cmp::Eq,
+            ::core::hash::Hash,
+        )]
+        enum Key {
+            Inventory,
+            Payment,
+            Warehouse,
+        }
+        impl Key {
+            /// Every key, in definition order.
+            const ALL: [Key; 3] = [Key::Inventory, Key::Payment, Key::Warehouse];
+            /// The key as written in `batch!`.
+            const fn as_str(self) -> &'static str {
+                match self {
+                    Key::Inventory => "inventory",
+                    Key::Payment => "payment",
+                    Key::Warehouse => "warehouse",
+                }
+            }
+        }
+        impl ::core::fmt::Display for Key {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+        /// Every success value (`then |b, ok|`, `try_send`).
+        #[allow(dead_code)]
+        struct Succeeded {
+            inventory: Reservation,
+            payment: Charge,
+            warehouse: ::batch_runtime::Response,
+        }
+        /// Every result (`finally |b, all|`, `send`).
+        #[allow(dead_code)]
+        struct Results {
+            inventory: ::core::result::Result<Reservation, ::batch_runtime::Error>,
+            payment: ::core::result::Result<Charge, ::batch_runtime::Error>,
+            warehouse: ::core::result::Result<
+                ::batch_runtime::Response,
+                ::batch_runtime::Error,
+            >,
+        }
+        let requests = ::batch_runtime::__private::requests([
+            {
+                #[allow(unused_imports)]
+                use ::batch_runtime::__private::verbs::*;
+                use ::batch_runtime::__private::request as __batch_request;
+                __batch_request(post("/api/inventory/reserve").json(&reserve))
+            },
+            {
+                #[allow(unused_imports)]
+                use ::batch_runtime::__private::verbs::*;
+                use ::batch_runtime::__private::request as __batch_request;
+                __batch_request(post("/api/payments/charge").json(&charge))
+            },
+            {
+                #[allow(unused_imports)]
+                use ::batch_runtime::__private::verbs::*;
+                use ::batch_runtime::__private::request as __batch_request;
+                __batch_request(post("/api/warehouse/notify").json(&notify))
+            },
+        ]);
+        ::batch_runtime::__private::Batch::from_slots(
+                requests,
+                {
+                    use ::batch_runtime::__private::json as __batch_json;
+                    struct Slots {
+                        inventory: ::batch_runtime::__private::Outcome<Reservation>,
+                        payment: ::batch_runtime::__private::Outcome<Charge>,
+                        warehouse: ::batch_runtime::__private::Outcome<
+                            ::batch_runtime::Response,
+                        >,
+                    }
+                    impl ::batch_runtime::__private::Slots for Slots {
+                        type Key = Key;
+                        type AllOk = Succeeded;
+                        type All = Results;
+                        fn len(&self) -> usize {
+                            3
+                        }
+                        fn key(&self, index: usize) -> Key {
+                            Key::ALL[index]
+                        }
+                        fn decode(
+                            &mut self,
+                            index: usize,
+                            response: &::batch_runtime::__private::Response,
+                        ) -> ::core::result::Result<
+                            (),
+                            ::batch_runtime::__private::Error,
+                        > {
+                            match index {
+                                0 => {
+                                    self.inventory.decode(__batch_json::<Reservation>(response))
+                                }
+                                1 => self.payment.decode(__batch_json::<Charge>(response)),
+                                2 => {
+                                    self.warehouse
+                                        .decode(::batch_runtime::__private::raw(response))
+                                }
+                                _ => ::core::unreachable!(),
+                            }
+                        }
+                        fn fail(
+                            &mut self,
+                            index: usize,
+                            error: ::batch_runtime::__private::Error,
+                        ) {
+                            match index {
+                                0 => self.inventory.fail(error),
+                                1 => self.payment.fail(error),
+                                2 => self.warehouse.fail(error),
+                                _ => ::core::unreachable!(),
+                            }
+                        }
+                        fn finish(self) -> ::core::result::Result<Succeeded, Results> {
+                            match (
+                                self.inventory.into_result(),
+                                self.payment.into_result(),
+                                self.warehouse.into_result(),
+                            ) {
+                                (
+                                    ::core::result::Result::Ok(inventory),
+                                    ::core::result::Result::Ok(payment),
+                                    ::core::result::Result::Ok(warehouse),
+                                ) => {
+                                    ::core::result::Result::Ok(Succeeded {
+                                        inventory: inventory,
+                                        payment: payment,
+                                        warehouse: warehouse,
+                                    })
+                                }
+                                (inventory, payment, warehouse) => {
+                                    ::core::result::Result::Err(Results {
+                                        inventory: inventory,
+                                        payment: payment,
+                                        warehouse: warehouse,
+                                    })
+                                }
+                            }
+                        }
+                        fn widen(ok: Succeeded) -> Results {
+                            Results {
+                                inventory: ::core::result::Result::Ok(ok.inventory),
+                                payment: ::core::result::Result::Ok(ok.payment),
+                                warehouse: ::core::result::Result::Ok(ok.warehouse),
+                            }
+                        }
+                        fn first_error(
+                            all: Results,
+                        ) -> ::core::result::Result<
+                            Succeeded,
+                            ::batch_runtime::__private::Error,
+                        > {
+                            ::core::result::Result::Ok(Succeeded {
+                                inventory: all.inventory?,
+                                payment: all.payment?,
+                                warehouse: all.warehouse?,
+                            })
+                        }
+                    }
+                    Slots {
+                        inventory: ::core::default::Default::default(),
+                        payment: ::core::default::Default::default(),
+                        warehouse: ::core::default::Default::default(),
+                    }
+                },
+            )
+            .before(|b| tracing::info!(total = b.total_requests()))
+            .then(|_, ok| order.confirm(&ok.payment.confirmation))
+            .catch(|_, key, _| match key {
+                Key::Inventory => {}
+                Key::Payment => {}
+                Key::Warehouse => {}
+            })
+            .finally_async(async |_, all| audit.record(all).await)
+    };
+}
