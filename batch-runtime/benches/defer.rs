@@ -1,0 +1,216 @@
+//! What a deferred batch costs the response it follows.
+//!
+//! Run with `cargo bench -p batch-runtime --bench defer`. An upstream with
+//! 200 ms latency and a shop server run on their own runtime threads. The
+//! shop has two handlers that differ only in that one defers a 3-request
+//! batch to the upstream. A loopback client measures response times over
+//! alternating rounds (waiting for the deferred work to drain between
+//! rounds, so its cost lands in the "with" rounds) and prints p50/p99 for
+//! both and `defer_ratio` (with/without p50; target <= 1.05). Then it
+//! defers 10,000 batches at once and prints the peak RSS growth while they
+//! are pending.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
+use batch_runtime::defer::{self, DeferLayer, DeferRuntime, Deferred};
+use batch_runtime::{post as http_post, Batch, Client};
+
+const ROUNDS: usize = 6;
+const PER_ROUND: usize = 400;
+const CLIENTS: usize = 16;
+const PENDING: usize = 10_000;
+const UPSTREAM_LATENCY: Duration = Duration::from_millis(200);
+
+fn main() {
+    let upstream = start_upstream();
+    let runtime = DeferRuntime::new();
+    let shop = start_shop(&runtime, &upstream);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    rt.block_on(async {
+        let client = Client::new();
+        // Warm up connections on both paths.
+        round(&client, &format!("{shop}/with"), 64).await;
+        round(&client, &format!("{shop}/without"), 64).await;
+        runtime.wait_idle().await;
+
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for r in 0..ROUNDS {
+            // Alternate which goes first.
+            let order = if r % 2 == 0 {
+                ["with", "without"]
+            } else {
+                ["without", "with"]
+            };
+            for path in order {
+                let times = round(&client, &format!("{shop}/{path}"), PER_ROUND).await;
+                runtime.wait_idle().await;
+                if path == "with" {
+                    with.extend(times);
+                } else {
+                    without.extend(times);
+                }
+            }
+        }
+        let (w50, w99) = percentiles(&mut with);
+        let (n50, n99) = percentiles(&mut without);
+        println!(
+            "requests: {} with, {} without ({CLIENTS} concurrent clients, upstream latency {} ms)",
+            with.len(),
+            without.len(),
+            UPSTREAM_LATENCY.as_millis()
+        );
+        println!("with_defer    p50={w50:.3} ms p99={w99:.3} ms");
+        println!("without_defer p50={n50:.3} ms p99={n99:.3} ms");
+        println!("defer_ratio={:.3}", w50 / n50);
+        let stats = runtime.stats();
+        println!(
+            "deferred batches completed={} panicked={}",
+            stats.completed, stats.panicked
+        );
+
+        // Peak RSS growth with 10,000 deferred batches pending.
+        let pending_runtime = DeferRuntime::new();
+        let upstream_client = Client::builder()
+            .base_url(upstream.clone())
+            .build()
+            .expect("client");
+        reset_peak_rss();
+        let before = rss_kib("VmRSS:");
+        let started = Instant::now();
+        let peak_while_pending = defer::scope(&pending_runtime, |deferred| async move {
+            for i in 0..PENDING {
+                defer_fanout(&upstream_client, &deferred, i);
+            }
+            rss_kib("VmRSS:")
+        })
+        .await;
+        let peak = rss_kib("VmHWM:").max(peak_while_pending);
+        let growth = peak.saturating_sub(before);
+        println!(
+            "pending={PENDING} rss_before={before} KiB peak={peak} KiB growth={growth} KiB ({:.2} KiB per pending batch); drained in {:.1} s",
+            growth as f64 / PENDING as f64,
+            started.elapsed().as_secs_f64()
+        );
+        let report = pending_runtime.shutdown(Duration::from_secs(30)).await;
+        println!("pending runtime: {report}");
+        let report = runtime.shutdown(Duration::from_secs(30)).await;
+        println!("shop runtime: {report}");
+    });
+}
+
+/// `CLIENTS` loops sending `total` requests between them; each response
+/// time in milliseconds.
+async fn round(client: &Client, url: &str, total: usize) -> Vec<f64> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let loops = (0..CLIENTS).map(|_| {
+        let (client, url, next) = (client.clone(), url.to_owned(), next.clone());
+        async move {
+            let mut times = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                let started = Instant::now();
+                client.send(http_post(&url)).await.expect("shop answers");
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            times
+        }
+    });
+    futures::future::join_all(loops)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn percentiles(times: &mut [f64]) -> (f64, f64) {
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.50), at(0.99))
+}
+
+fn defer_fanout(upstream: &Client, deferred: &Deferred, id: usize) {
+    Batch::keyed(
+        ["inventory", "warehouse", "crm"].map(|service| (service, http_post(format!("/{service}")))),
+    )
+    .catch(move |_, key, err| eprintln!("order {id}: {key} failed: {err}"))
+    .defer(upstream, deferred);
+}
+
+async fn with_defer(State(upstream): State<Client>, deferred: Deferred) -> &'static str {
+    defer_fanout(&upstream, &deferred, 0);
+    "ok"
+}
+
+async fn without_defer(State(_upstream): State<Client>, _deferred: Deferred) -> &'static str {
+    "ok"
+}
+
+fn start_shop(runtime: &DeferRuntime, upstream: &str) -> String {
+    let upstream = Client::builder()
+        .base_url(upstream)
+        .build()
+        .expect("upstream client");
+    let app = Router::new()
+        .route("/with", post(with_defer))
+        .route("/without", post(without_defer))
+        .layer(DeferLayer::new(runtime))
+        .with_state(upstream);
+    serve_on_thread("shop", app)
+}
+
+fn start_upstream() -> String {
+    let app = Router::new().fallback(|| async {
+        tokio::time::sleep(UPSTREAM_LATENCY).await;
+        "ok"
+    });
+    serve_on_thread("upstream", app)
+}
+
+/// Serves `app` on 127.0.0.1:0 from a one-worker runtime on its own thread.
+fn serve_on_thread(name: &str, app: Router) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                tx.send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
+                axum::serve(listener, app).await.expect("serve");
+            });
+        })
+        .expect("server thread");
+    format!("http://{}", rx.recv().expect("server address"))
+}
+
+/// A line of /proc/self/status in KiB (0 where unavailable).
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with(field))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Resets VmHWM to the current RSS (Linux: `echo 5 > /proc/self/clear_refs`).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
