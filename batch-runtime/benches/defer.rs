@@ -136,7 +136,8 @@ fn percentiles(times: &mut [f64]) -> (f64, f64) {
 
 fn defer_fanout(upstream: &Client, deferred: &Deferred, id: usize) {
     Batch::keyed(
-        ["inventory", "warehouse", "crm"].map(|service| (service, http_post(format!("/{service}")))),
+        ["inventory", "warehouse", "crm"]
+            .map(|service| (service, http_post(format!("/{service}")))),
     )
     .catch(move |_, key, err| eprintln!("order {id}: {key} failed: {err}"))
     .defer(upstream, deferred);
