@@ -4,12 +4,13 @@
 //! server runs on its own runtime thread; the client side alternates raw
 //! reqwest and the batch engine over several rounds and prints medians and
 //! ratios (`ratio`, `small_ratio`, `macro_ratio`; lower is better, 1.0 is
-//! parity).
+//! parity). `macro_ratio` compares `batch!` with the same batch written
+//! against the runtime API.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use batch_runtime::{get, Batch, Client};
+use batch_runtime::{batch, get, Batch, Client};
 use futures::StreamExt;
 
 const FANOUT: usize = 5_000;
@@ -48,8 +49,18 @@ fn main() {
         println!("  raw tokio::join! of 3: median {small_raw_ms:.1} ms");
         println!("  Batch::new of 3:       median {small_batch_ms:.1} ms");
 
+        let (runtime_ms, macro_ms) = alternate(
+            || batch_small(&client, &url),
+            || macro_small(&client, &url),
+        )
+        .await;
+        println!("macro: {SMALL_BATCHES} sequential 3-request batches, {ROUNDS} rounds");
+        println!("  Batch::new of 3 (runtime API): median {runtime_ms:.1} ms");
+        println!("  batch! of 3 typed keys:        median {macro_ms:.1} ms");
+
         println!("ratio={:.3}", batch_ms / raw_ms);
         println!("small_ratio={:.3}", small_batch_ms / small_raw_ms);
+        println!("macro_ratio={:.3}", macro_ms / runtime_ms);
     });
 }
 
@@ -133,6 +144,19 @@ async fn batch_small(client: &Client, url: &str) {
             .send(client)
             .await;
         assert!(results.iter().all(Result::is_ok));
+    }
+}
+
+async fn macro_small(client: &Client, url: &str) {
+    for _ in 0..SMALL_BATCHES {
+        let all = batch! {
+            first: get(url),
+            second: get(url),
+            third: get(url),
+        }
+        .send(client)
+        .await;
+        assert!(all.first.is_ok() && all.second.is_ok() && all.third.is_ok());
     }
 }
 
