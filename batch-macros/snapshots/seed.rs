@@ -181,6 +181,9 @@ fn expansion() {
                 Key::Payment => {}
                 Key::Warehouse => {}
             })
-            .finally_async(async |_, all| audit.record(all).await)
+            .finally_async(|_, all| {
+                let failed = all.payment.is_err();
+                async move { audit.record(failed).await }
+            })
     };
 }

@@ -17,6 +17,9 @@ use syn::{Expr, Ident, Type};
 /// Closure := "async"? "move"? "|" Params "|" Expr
 /// ```
 ///
+/// An arm whose closure is `async`, or whose body is (or ends in) an
+/// `async` block, is an async arm (see [`CheckedArm::is_async`]).
+///
 /// An entry is a request when its first identifier is followed by `:`.
 /// Unknown arm names are kept (as [`Arm::kind`] `None`) so that validation
 /// can report them with a suggestion alongside every other mistake.
@@ -131,8 +134,23 @@ pub struct CheckedArm {
 }
 
 impl CheckedArm {
-    /// `async |..| { .. }` arms go to the `_async` methods.
+    /// An arm whose closure returns a future goes to the `_async` method:
+    /// `|..| async move { .. }`, `|..| { ..; async move { .. } }` or an
+    /// `async |..| ..` closure.
     pub fn is_async(&self) -> bool {
-        self.closure.asyncness.is_some()
+        self.closure.asyncness.is_some() || returns_async_block(&self.closure.body)
+    }
+}
+
+/// Whether `body` is an `async` block, or a block whose value is one.
+fn returns_async_block(body: &Expr) -> bool {
+    match body {
+        Expr::Async(_) => true,
+        Expr::Block(block) => match block.block.stmts.last() {
+            Some(syn::Stmt::Expr(tail, None)) => returns_async_block(tail),
+            _ => false,
+        },
+        Expr::Paren(inner) => returns_async_block(&inner.expr),
+        _ => false,
     }
 }

@@ -141,7 +141,11 @@ fn slots(batch: &Batch) -> TokenStream {
     let decoders = batch.requests.iter().map(|r| decoder(&p, r));
     let locals: Vec<Ident> = keys
         .iter()
-        .map(|key| Ident::new(&key_name(key), Span::mixed_site()))
+        .map(|&key| {
+            let mut local = key.clone();
+            local.set_span(Span::mixed_site());
+            local
+        })
         .collect();
     let finish = if keys.is_empty() {
         quote!(::core::result::Result::Ok(Succeeded {}))

@@ -61,7 +61,10 @@ fn seed_expansion_is_readable_and_stable() {
             Key::Payment => {}
             Key::Warehouse => {}
         },
-        finally async |_, all| audit.record(all).await,
+        finally |_, all| {
+            let failed = all.payment.is_err();
+            async move { audit.record(failed).await }
+        },
     });
     check_snapshot("seed", &pretty);
 
@@ -78,7 +81,7 @@ fn seed_expansion_is_readable_and_stable() {
         "::batch_runtime::__private::Batch::from_slots(",
         ".before(|b| tracing::info!(total = b.total_requests()))",
         ".then(|_, ok| order.confirm(&ok.payment.confirmation))",
-        ".finally_async(async |_, all| audit.record(all).await)",
+        ".finally_async(|_, all| { let failed = all.payment.is_err(); async move { audit.record(failed).await } })",
         "::core::result::Result::Ok(Succeeded {\n                    inventory: all.inventory?,\n                    payment: all.payment?,\n                    warehouse: all.warehouse?",
     ] {
         assert!(
@@ -119,6 +122,16 @@ fn a_syntax_error_is_one_error() {
     assert_eq!(output.matches("compile_error").count(), 1, "{output}");
     assert!(
         output.contains("expected `:` after the key `a`"),
+        "{output}"
+    );
+}
+
+#[test]
+fn the_runtime_is_reached_only_through_the_path_the_trampoline_passes() {
+    let output = expand_tokens(quote!(::renamed; a: get("/a") => T, then |_, _| ())).to_string();
+    assert!(!output.contains("batch_runtime"), "{output}");
+    assert!(
+        output.contains(":: renamed :: __private :: Batch :: from_slots"),
         "{output}"
     );
 }

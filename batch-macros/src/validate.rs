@@ -62,9 +62,8 @@ pub fn validate(input: Input) -> (Batch, Errors) {
             continue;
         };
         let arity_ok = arity_matches(&closure, kind, &mut errors);
-        let body_ok = awaiting_arms_are_async_closures(&closure, kind, &mut errors);
         let first = arms_are_not_repeated(&arm.name, kind, &mut given, &mut errors);
-        if arity_ok && body_ok && first {
+        if arity_ok && first {
             arms.push(CheckedArm { kind, closure });
         }
     }
@@ -204,33 +203,6 @@ fn arity_matches(closure: &syn::ExprClosure, kind: ArmKind, errors: &mut Errors)
             name = kind.name(),
             s = if expected == 1 { "" } else { "s" },
             types = kind.param_types(),
-            sig = kind.signature(),
-        ),
-    ));
-    false
-}
-
-/// A closure returning an `async` block would hand back a future that
-/// nobody awaits; async arms are async closures.
-fn awaiting_arms_are_async_closures(
-    closure: &syn::ExprClosure,
-    kind: ArmKind,
-    errors: &mut Errors,
-) -> bool {
-    let Expr::Async(block) = &*closure.body else {
-        return true;
-    };
-    let capture = if closure.capture.is_some() || block.capture.is_some() {
-        "move "
-    } else {
-        ""
-    };
-    errors.push(syn::Error::new_spanned(
-        quote!(#block),
-        format!(
-            "this arm returns an `async` block, which would never run; \
-             write an async closure: `{name} async {capture}{sig} {{ .. }}`",
-            name = kind.name(),
             sig = kind.signature(),
         ),
     ));

@@ -136,9 +136,16 @@ pub use reqwest::{Method, StatusCode, Url};
 ///   written, `Key::as_str`, `Key::ALL`), every success value is a struct
 ///   `Succeeded` (field `payment: T`), every result a struct `Results`
 ///   (field `payment: Result<T, Error>`).
-/// - `b` is the [`BatchState`]. Every arm is optional, given at most once,
-///   and may be a plain closure or an `async |..| { .. }` closure; arms run
-///   one at a time, so they may mutate what they capture.
+/// - `b` is the [`BatchState`]. Every arm is optional and given at most
+///   once. Arms run one at a time on the batch's task, so a plain closure
+///   arm may mutate what it captures (each arm its own state; share state
+///   between arms through a `Cell`, `RefCell` or `Mutex`).
+/// - An arm that awaits returns an `async` block:
+///   `then |b, ok| { let id = ok.payment.id.clone(); async move { audit(id).await } }`.
+///   The future must be `Send` and may not borrow the arguments or the
+///   closure's own state: copy out what it needs first. Such an arm goes to
+///   the `_async` method ([`Batch::then_async`] …); so does an
+///   `async move |..| ..` closure that borrows nothing.
 ///
 /// The macro returns a [`Batch`]: chain options (`.concurrency(n)`,
 /// `.deadline(d)`, `.fail_fast()`) and finish with [`Batch::send`] (every
