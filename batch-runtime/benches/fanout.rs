@@ -49,11 +49,8 @@ fn main() {
         println!("  raw tokio::join! of 3: median {small_raw_ms:.1} ms");
         println!("  Batch::new of 3:       median {small_batch_ms:.1} ms");
 
-        let (runtime_ms, macro_ms) = alternate(
-            || batch_small(&client, &url),
-            || macro_small(&client, &url),
-        )
-        .await;
+        let (runtime_ms, macro_ms) =
+            alternate(|| batch_small(&client, &url), || macro_small(&client, &url)).await;
         println!("macro: {SMALL_BATCHES} sequential 3-request batches, {ROUNDS} rounds");
         println!("  Batch::new of 3 (runtime API): median {runtime_ms:.1} ms");
         println!("  batch! of 3 typed keys:        median {macro_ms:.1} ms");

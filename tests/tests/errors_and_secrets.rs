@@ -5,22 +5,31 @@ use batch_tests::Upstream;
 use serde::Deserialize;
 
 fn client(upstream: &Upstream) -> Client {
-    Client::builder().base_url(upstream.base_url()).build().unwrap()
+    Client::builder()
+        .base_url(upstream.base_url())
+        .build()
+        .unwrap()
 }
 
 #[tokio::test]
 async fn status_error_keeps_the_response_and_its_body() {
     let upstream = Upstream::start().await;
-    let results = Batch::keyed([("missing", get("/status/404")), ("broken", get("/status/502"))])
-        .send(&client(&upstream))
-        .await;
+    let results = Batch::keyed([
+        ("missing", get("/status/404")),
+        ("broken", get("/status/502")),
+    ])
+    .send(&client(&upstream))
+    .await;
     for (result, code) in results.iter().zip([404u16, 502]) {
         let err = result.as_ref().unwrap_err();
         assert!(err.is_status());
         assert_eq!(err.status().unwrap().as_u16(), code);
         let response = err.response().expect("response kept");
         assert_eq!(response.text(), format!("status {code}"));
-        assert!(err.to_string().contains(&format!("server answered {code}")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("server answered {code}")),
+            "{err}"
+        );
     }
 }
 
@@ -39,7 +48,10 @@ async fn oversized_body_is_refused() {
     for result in &results[1..] {
         let err = result.as_ref().unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::BodyTooLarge { limit: 1_000 });
-        assert!(err.to_string().contains("body_limit"), "says how to fix: {err}");
+        assert!(
+            err.to_string().contains("body_limit"),
+            "says how to fix: {err}"
+        );
     }
     assert_eq!(batch_runtime::DEFAULT_BODY_LIMIT, 10 * 1024 * 1024);
 }
@@ -53,10 +65,13 @@ struct Reservation {
 #[tokio::test]
 async fn invalid_json_for_a_typed_slot_is_a_decode_failure() {
     let upstream = Upstream::start().await;
-    let results = Batch::keyed([("reservation", get("/invalid-json")), ("shape", get("/json/1"))])
-        .json::<Reservation>()
-        .send(&client(&upstream))
-        .await;
+    let results = Batch::keyed([
+        ("reservation", get("/invalid-json")),
+        ("shape", get("/json/1")),
+    ])
+    .json::<Reservation>()
+    .send(&client(&upstream))
+    .await;
     for result in &results {
         let err = result.as_ref().unwrap_err();
         assert!(err.is_decode(), "{err}");
@@ -85,13 +100,27 @@ async fn malformed_urls_are_refused_before_any_io() {
 #[tokio::test]
 async fn base_url_escape_is_refused_before_io_against_a_real_server() {
     let upstream = Upstream::start().await;
-    let c = Client::builder().base_url(upstream.url("/api")).build().unwrap();
+    let c = Client::builder()
+        .base_url(upstream.url("/api"))
+        .build()
+        .unwrap();
     let other = Upstream::start().await;
-    for target in [format!("//{}/json/1", other.base_url().trim_start_matches("http://")), "/../json/1".into(), other.url("/json/1")] {
+    for target in [
+        format!(
+            "//{}/json/1",
+            other.base_url().trim_start_matches("http://")
+        ),
+        "/../json/1".into(),
+        other.url("/json/1"),
+    ] {
         let err = c.send(get(&target)).await.unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::BaseUrlEscape, "{target}: {err}");
     }
-    assert_eq!(upstream.hits() + other.hits(), 0, "nothing reached either server");
+    assert_eq!(
+        upstream.hits() + other.hits(),
+        0,
+        "nothing reached either server"
+    );
 }
 
 #[tokio::test]

@@ -42,7 +42,9 @@ async fn secrets_are_absent_from_debug_display_and_traces() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let secret_base = upstream.base_url().replace("http://", "http://admin:hunter2@");
+    let secret_base = upstream
+        .base_url()
+        .replace("http://", "http://admin:hunter2@");
     let client = Client::builder()
         .base_url(&secret_base)
         .header("authorization", "Bearer client-s3cret")
@@ -66,7 +68,13 @@ async fn secrets_are_absent_from_debug_display_and_traces() {
         String::from_utf8(captured.0.lock().unwrap().clone()).unwrap(),
     ];
     for text in &texts {
-        for secret in ["hunter2", "client-s3cret", "cookie-s3cret", "request-s3cret", "proxy-s3cret"] {
+        for secret in [
+            "hunter2",
+            "client-s3cret",
+            "cookie-s3cret",
+            "request-s3cret",
+            "proxy-s3cret",
+        ] {
             assert!(!text.contains(secret), "`{secret}` leaked into: {text}");
         }
     }
@@ -77,6 +85,10 @@ async fn secrets_are_absent_from_debug_display_and_traces() {
     assert!(trace.contains("status=500"), "{trace}");
     assert!(trace.contains("admin:***@"), "{trace}");
     // The secrets were still sent: redaction is for output only.
-    let echo = results[1].as_ref().unwrap().json::<serde_json::Value>().unwrap();
+    let echo = results[1]
+        .as_ref()
+        .unwrap()
+        .json::<serde_json::Value>()
+        .unwrap();
     assert_eq!(echo["headers"]["authorization"], "Bearer client-s3cret");
 }
