@@ -30,9 +30,9 @@
 //! block ending in one), or an `async` closure, becomes the `_async` variant
 //! of the arm; every other arm is a plain closure.
 //!
-//! The macro works in three stages, one module each: [`parse`] (tokens to
-//! the model in [`ast`]), [`validate`] (every rule, all errors at once) and
-//! [`expand`] (code generation, infallible). Generated code names the
+//! The macro works in three stages, one module each: `parse` (tokens to
+//! the model in `ast`), `validate` (every rule, all errors at once) and
+//! `expand` (code generation, infallible). Generated code names the
 //! runtime only through the path the `batch_runtime::batch!` trampoline
 //! passes in (`$crate`), so renaming the dependency works.
 

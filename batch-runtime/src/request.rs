@@ -13,7 +13,7 @@ use crate::retry::Retry;
 
 /// What to send: method, URL or path, headers, query, body, timeout and
 /// retry. Building never fails; a value that cannot be serialized or a bad
-/// header is kept and reported as an [`ErrorKind::Builder`] error when the
+/// header is kept and reported as an [`ErrorKind::Builder`](crate::ErrorKind::Builder) error when the
 /// request is sent, before any I/O.
 ///
 /// ```
