@@ -299,7 +299,13 @@ impl Client {
             }
         }
         let body = if rest.is_empty() {
-            first.unwrap_or_default()
+            // A single chunk is usually a slice of the connection's read
+            // buffer: keeping it would pin that whole buffer for as long
+            // as the result lives (a batch keeps every result), so the
+            // connection would allocate a fresh one for each response.
+            first
+                .map(|chunk| Bytes::copy_from_slice(&chunk))
+                .unwrap_or_default()
         } else {
             rest.freeze()
         };

@@ -1,6 +1,7 @@
 //! A buffered response: status, headers, final URL and the whole body.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
@@ -11,21 +12,24 @@ use crate::error::Error;
 use crate::redact;
 
 /// A response whose body has been read completely (within the client's size
-/// limit). Cloning is cheap: the body is shared.
+/// limit). Cloning is cheap: headers, URL and body are shared.
 #[derive(Clone)]
 pub struct Response {
     status: StatusCode,
+    head: Arc<Head>,
+    body: Bytes,
+}
+
+struct Head {
     headers: HeaderMap,
     url: Url,
-    body: Bytes,
 }
 
 impl Response {
     pub(crate) fn new(status: StatusCode, headers: HeaderMap, url: Url, body: Bytes) -> Self {
         Response {
             status,
-            headers,
-            url,
+            head: Arc::new(Head { headers, url }),
             body,
         }
     }
@@ -37,12 +41,12 @@ impl Response {
 
     /// The response headers.
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        &self.head.headers
     }
 
     /// The URL the response came from.
     pub fn url(&self) -> &Url {
-        &self.url
+        &self.head.url
     }
 
     /// The body bytes.
@@ -70,8 +74,8 @@ impl fmt::Debug for Response {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Response")
             .field("status", &self.status)
-            .field("url", &redact::url(&self.url))
-            .field("headers", &redact::Headers(&self.headers))
+            .field("url", &redact::url(self.url()))
+            .field("headers", &redact::Headers(self.headers()))
             .field("body_len", &self.body.len())
             .finish()
     }
