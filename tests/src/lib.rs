@@ -124,6 +124,19 @@ impl Upstream {
     }
 }
 
+/// Serves `app` on `127.0.0.1:0` until the test's runtime ends; returns
+/// its address.
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("app serves");
+    });
+    addr
+}
+
 /// An address on loopback where nothing listens (bound, then released).
 pub async fn refused_url() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

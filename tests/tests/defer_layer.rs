@@ -15,22 +15,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use batch_runtime::defer::{DeferLayer, DeferRuntime, Deferred, Registered};
 use batch_runtime::{post as http_post, Client};
-use batch_tests::Upstream;
+use batch_tests::{serve, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
-
-/// Serves `app` on 127.0.0.1:0 until the test ends.
-async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("serve");
-    });
-    addr
-}
 
 /// Defers a POST of `/record/{name}` to the upstream.
 fn record<'d>(deferred: &'d Deferred, upstream: &str, name: &str) -> Registered<'d> {

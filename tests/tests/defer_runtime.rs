@@ -11,18 +11,7 @@ use axum::routing::post;
 use axum::Router;
 use batch_runtime::defer::{self, DeferLayer, DeferRuntime, Deferred};
 use batch_runtime::{get, post as http_post, Batch, Client};
-use batch_tests::Upstream;
-
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("serve");
-    });
-    format!("http://{addr}")
-}
+use batch_tests::{serve, Upstream};
 
 async fn record(url: String) {
     Client::new().send(http_post(url)).await.expect("record");
@@ -54,7 +43,7 @@ async fn panicking_deferred_work_leaves_the_server_serving() {
         .route("/panics", post(panics))
         .layer(DeferLayer::new(&runtime))
         .with_state(upstream.base_url());
-    let base = serve(app).await;
+    let base = format!("http://{}", serve(app).await);
     let client = Client::new();
 
     for _ in 0..3 {
@@ -106,7 +95,7 @@ async fn work_deferred_from_deferred_work_runs() {
         .route("/nests", post(nests))
         .layer(DeferLayer::new(&runtime))
         .with_state(upstream.base_url());
-    let base = serve(app).await;
+    let base = format!("http://{}", serve(app).await);
 
     Client::new()
         .send(http_post(format!("{base}/nests")))
@@ -140,7 +129,7 @@ async fn forget_cancels_named_work() {
         .route("/forgets", post(forgets))
         .layer(DeferLayer::new(&runtime))
         .with_state(upstream.base_url());
-    let base = serve(app).await;
+    let base = format!("http://{}", serve(app).await);
 
     Client::new()
         .send(http_post(format!("{base}/forgets")))
