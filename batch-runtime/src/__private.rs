@@ -3,7 +3,7 @@
 
 use serde::de::DeserializeOwned;
 
-pub use crate::arms::{ArmSet, AsyncArm, NoArm, SyncArm};
+pub use crate::arms::{ArmEvent, ArmFuture, ArmSet, AsyncArm, Dispatch, NoArm, SyncArm};
 pub use crate::batch::Batch;
 pub use crate::error::Error;
 pub use crate::request::Request;
@@ -108,4 +108,12 @@ impl<T> Outcome<T> {
         self.0
             .unwrap_or_else(|| Err(Error::cancelled("the request never completed")))
     }
+}
+
+/// The future of an async arm, boxed for [`Dispatch`].
+pub fn async_arm<'env, F>(future: F) -> ArmFuture<'env>
+where
+    F: core::future::Future<Output = ()> + Send + 'env,
+{
+    Some(Box::pin(future))
 }

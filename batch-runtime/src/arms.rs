@@ -7,6 +7,8 @@
 //! deferred onto another task without naming its closure types.
 
 use std::future::{ready, Future};
+use std::marker::PhantomData;
+use std::pin::Pin;
 
 use crate::error::Error;
 use crate::response::Response;
@@ -243,5 +245,97 @@ where
     }
     fn finally(&mut self, batch: &BatchState, all: &S::All) -> impl Future<Output = ()> + Send {
         self.finally.call(batch, all)
+    }
+}
+
+/// One lifecycle event, as the single arm closure of a [`Dispatch`] sees it.
+#[derive(Debug)]
+pub enum ArmEvent<'a, K, Ok, All> {
+    /// `before |b|`.
+    Before(&'a BatchState),
+    /// `progress |b, key, response|`.
+    Progress(&'a BatchState, K, &'a Response),
+    /// `then |b, ok|`.
+    Then(&'a BatchState, &'a Ok),
+    /// `catch |b, key, error|`.
+    Catch(&'a BatchState, K, &'a Error),
+    /// `finally |b, all|`.
+    Finally(&'a BatchState, &'a All),
+}
+
+/// What a [`Dispatch`] closure returns: nothing for a plain arm (its work is
+/// done when the closure returns), or the future of an async arm.
+pub type ArmFuture<'env> = Option<Pin<Box<dyn Future<Output = ()> + Send + 'env>>>;
+
+/// Every arm in one closure over [`ArmEvent`]s, so the arms share what they
+/// capture (two arms may both push to one `Vec`): `batch!` builds one.
+/// Like every arm, it runs one event at a time on the batch's task.
+pub struct Dispatch<'env, F> {
+    arms: F,
+    env: PhantomData<&'env ()>,
+}
+
+impl<'env, F> Dispatch<'env, F> {
+    /// Wraps the closure; [`Batch::from_parts`](crate::Batch::from_parts)
+    /// takes the result.
+    pub fn new<K, Ok, All>(arms: F) -> Self
+    where
+        F: FnMut(ArmEvent<'_, K, Ok, All>) -> ArmFuture<'env>,
+    {
+        Dispatch {
+            arms,
+            env: PhantomData,
+        }
+    }
+
+    fn call<K, Ok, All>(
+        &mut self,
+        event: ArmEvent<'_, K, Ok, All>,
+    ) -> impl Future<Output = ()> + Send + 'env
+    where
+        F: FnMut(ArmEvent<'_, K, Ok, All>) -> ArmFuture<'env>,
+    {
+        let pending = (self.arms)(event);
+        async move {
+            if let Some(pending) = pending {
+                pending.await;
+            }
+        }
+    }
+}
+
+impl<'env, S, F> Arms<S> for Dispatch<'env, F>
+where
+    S: Slots,
+    F: for<'a> FnMut(ArmEvent<'a, S::Key, S::AllOk, S::All>) -> ArmFuture<'env>,
+{
+    fn before(&mut self, batch: &BatchState) -> impl Future<Output = ()> + Send {
+        self.call(ArmEvent::<S::Key, S::AllOk, S::All>::Before(batch))
+    }
+    fn progress(
+        &mut self,
+        batch: &BatchState,
+        key: S::Key,
+        response: &Response,
+    ) -> impl Future<Output = ()> + Send {
+        self.call(ArmEvent::<S::Key, S::AllOk, S::All>::Progress(
+            batch, key, response,
+        ))
+    }
+    fn catch(
+        &mut self,
+        batch: &BatchState,
+        key: S::Key,
+        error: &Error,
+    ) -> impl Future<Output = ()> + Send {
+        self.call(ArmEvent::<S::Key, S::AllOk, S::All>::Catch(
+            batch, key, error,
+        ))
+    }
+    fn then(&mut self, batch: &BatchState, ok: &S::AllOk) -> impl Future<Output = ()> + Send {
+        self.call(ArmEvent::<S::Key, S::AllOk, S::All>::Then(batch, ok))
+    }
+    fn finally(&mut self, batch: &BatchState, all: &S::All) -> impl Future<Output = ()> + Send {
+        self.call(ArmEvent::<S::Key, S::AllOk, S::All>::Finally(batch, all))
     }
 }

@@ -82,19 +82,25 @@ where
 }
 
 impl<S: Slots> Batch<S> {
-    /// A batch over slots you provide; `batch!` uses this.
+    /// A batch over slots you provide, with no arm yet.
     pub fn from_slots(requests: Vec<Request>, slots: S) -> Self {
+        Batch::from_parts(requests, slots, ArmSet::default())
+    }
+}
+
+impl<S: Slots, A> Batch<S, A> {
+    /// A batch over slots and arms you provide; `batch!` uses this with a
+    /// [`Dispatch`](crate::Dispatch), so that its arms share what they capture.
+    pub fn from_parts(requests: Vec<Request>, slots: S, arms: A) -> Self {
         debug_assert_eq!(requests.len(), slots.len());
         Batch {
             requests,
             slots,
-            arms: ArmSet::default(),
+            arms,
             options: Options::default(),
         }
     }
-}
 
-impl<S: Slots, B, P, T, C, F> Batch<S, ArmSet<B, P, T, C, F>> {
     /// How many requests the batch has.
     pub fn len(&self) -> usize {
         self.requests.len()
@@ -125,7 +131,9 @@ impl<S: Slots, B, P, T, C, F> Batch<S, ArmSet<B, P, T, C, F>> {
         self.options.fail_fast = true;
         self
     }
+}
 
+impl<S: Slots, B, P, T, C, F> Batch<S, ArmSet<B, P, T, C, F>> {
     fn map_arms<A2>(self, change: impl FnOnce(ArmSet<B, P, T, C, F>) -> A2) -> Batch<S, A2> {
         Batch {
             requests: self.requests,

@@ -96,7 +96,8 @@ mod state;
 pub mod __private;
 
 pub use arms::{
-    ArmSet, Arms, AsyncArm, BeforeArm, CatchArm, NoArm, ProgressArm, ResultsArm, SyncArm,
+    ArmEvent, ArmFuture, ArmSet, Arms, AsyncArm, BeforeArm, CatchArm, Dispatch, NoArm, ProgressArm,
+    ResultsArm, SyncArm,
 };
 pub use batch::Batch;
 pub use client::{
