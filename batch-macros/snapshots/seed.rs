@@ -68,122 +68,141 @@ fn expansion() {
                 __batch_request(post("/api/warehouse/notify").json(&notify))
             },
         ]);
-        ::batch_runtime::__private::Batch::from_slots(
-                requests,
-                {
-                    use ::batch_runtime::__private::json as __batch_json;
-                    struct Slots {
-                        inventory: ::batch_runtime::__private::Outcome<Reservation>,
-                        payment: ::batch_runtime::__private::Outcome<Charge>,
-                        warehouse: ::batch_runtime::__private::Outcome<
-                            ::batch_runtime::Response,
-                        >,
+        ::batch_runtime::__private::Batch::from_parts(
+            requests,
+            {
+                use ::batch_runtime::__private::json as __batch_json;
+                struct Slots {
+                    inventory: ::batch_runtime::__private::Outcome<Reservation>,
+                    payment: ::batch_runtime::__private::Outcome<Charge>,
+                    warehouse: ::batch_runtime::__private::Outcome<
+                        ::batch_runtime::Response,
+                    >,
+                }
+                impl ::batch_runtime::__private::Slots for Slots {
+                    type Key = Key;
+                    type AllOk = Succeeded;
+                    type All = Results;
+                    fn len(&self) -> usize {
+                        3
                     }
-                    impl ::batch_runtime::__private::Slots for Slots {
-                        type Key = Key;
-                        type AllOk = Succeeded;
-                        type All = Results;
-                        fn len(&self) -> usize {
-                            3
-                        }
-                        fn key(&self, index: usize) -> Key {
-                            Key::ALL[index]
-                        }
-                        fn decode(
-                            &mut self,
-                            index: usize,
-                            response: &::batch_runtime::__private::Response,
-                        ) -> ::core::result::Result<
-                            (),
-                            ::batch_runtime::__private::Error,
-                        > {
-                            match index {
-                                0 => {
-                                    self.inventory.decode(__batch_json::<Reservation>(response))
-                                }
-                                1 => self.payment.decode(__batch_json::<Charge>(response)),
-                                2 => {
-                                    self.warehouse
-                                        .decode(::batch_runtime::__private::raw(response))
-                                }
-                                _ => ::core::unreachable!(),
+                    fn key(&self, index: usize) -> Key {
+                        Key::ALL[index]
+                    }
+                    fn decode(
+                        &mut self,
+                        index: usize,
+                        response: &::batch_runtime::__private::Response,
+                    ) -> ::core::result::Result<(), ::batch_runtime::__private::Error> {
+                        match index {
+                            0 => {
+                                self.inventory.decode(__batch_json::<Reservation>(response))
                             }
+                            1 => self.payment.decode(__batch_json::<Charge>(response)),
+                            2 => {
+                                self.warehouse
+                                    .decode(::batch_runtime::__private::raw(response))
+                            }
+                            _ => ::core::unreachable!(),
                         }
-                        fn fail(
-                            &mut self,
-                            index: usize,
-                            error: ::batch_runtime::__private::Error,
+                    }
+                    fn fail(
+                        &mut self,
+                        index: usize,
+                        error: ::batch_runtime::__private::Error,
+                    ) {
+                        match index {
+                            0 => self.inventory.fail(error),
+                            1 => self.payment.fail(error),
+                            2 => self.warehouse.fail(error),
+                            _ => ::core::unreachable!(),
+                        }
+                    }
+                    fn finish(self) -> ::core::result::Result<Succeeded, Results> {
+                        match (
+                            self.inventory.into_result(),
+                            self.payment.into_result(),
+                            self.warehouse.into_result(),
                         ) {
-                            match index {
-                                0 => self.inventory.fail(error),
-                                1 => self.payment.fail(error),
-                                2 => self.warehouse.fail(error),
-                                _ => ::core::unreachable!(),
+                            (
+                                ::core::result::Result::Ok(inventory),
+                                ::core::result::Result::Ok(payment),
+                                ::core::result::Result::Ok(warehouse),
+                            ) => {
+                                ::core::result::Result::Ok(Succeeded {
+                                    inventory: inventory,
+                                    payment: payment,
+                                    warehouse: warehouse,
+                                })
                             }
-                        }
-                        fn finish(self) -> ::core::result::Result<Succeeded, Results> {
-                            match (
-                                self.inventory.into_result(),
-                                self.payment.into_result(),
-                                self.warehouse.into_result(),
-                            ) {
-                                (
-                                    ::core::result::Result::Ok(inventory),
-                                    ::core::result::Result::Ok(payment),
-                                    ::core::result::Result::Ok(warehouse),
-                                ) => {
-                                    ::core::result::Result::Ok(Succeeded {
-                                        inventory: inventory,
-                                        payment: payment,
-                                        warehouse: warehouse,
-                                    })
-                                }
-                                (inventory, payment, warehouse) => {
-                                    ::core::result::Result::Err(Results {
-                                        inventory: inventory,
-                                        payment: payment,
-                                        warehouse: warehouse,
-                                    })
-                                }
+                            (inventory, payment, warehouse) => {
+                                ::core::result::Result::Err(Results {
+                                    inventory: inventory,
+                                    payment: payment,
+                                    warehouse: warehouse,
+                                })
                             }
-                        }
-                        fn widen(ok: Succeeded) -> Results {
-                            Results {
-                                inventory: ::core::result::Result::Ok(ok.inventory),
-                                payment: ::core::result::Result::Ok(ok.payment),
-                                warehouse: ::core::result::Result::Ok(ok.warehouse),
-                            }
-                        }
-                        fn first_error(
-                            all: Results,
-                        ) -> ::core::result::Result<
-                            Succeeded,
-                            ::batch_runtime::__private::Error,
-                        > {
-                            ::core::result::Result::Ok(Succeeded {
-                                inventory: all.inventory?,
-                                payment: all.payment?,
-                                warehouse: all.warehouse?,
-                            })
                         }
                     }
-                    Slots {
-                        inventory: ::core::default::Default::default(),
-                        payment: ::core::default::Default::default(),
-                        warehouse: ::core::default::Default::default(),
+                    fn widen(ok: Succeeded) -> Results {
+                        Results {
+                            inventory: ::core::result::Result::Ok(ok.inventory),
+                            payment: ::core::result::Result::Ok(ok.payment),
+                            warehouse: ::core::result::Result::Ok(ok.warehouse),
+                        }
                     }
-                },
-            )
-            .before(|b| tracing::info!(total = b.total_requests()))
-            .then(|_, ok| order.confirm(&ok.payment.confirmation))
-            .catch(|_, key, _| match key {
-                Key::Inventory => {}
-                Key::Payment => {}
-                Key::Warehouse => {}
-            })
-            .finally_async(|_, all| {
-                let failed = all.payment.is_err();
-                async move { audit.record(failed).await }
-            })
+                    fn first_error(
+                        all: Results,
+                    ) -> ::core::result::Result<
+                        Succeeded,
+                        ::batch_runtime::__private::Error,
+                    > {
+                        ::core::result::Result::Ok(Succeeded {
+                            inventory: all.inventory?,
+                            payment: all.payment?,
+                            warehouse: all.warehouse?,
+                        })
+                    }
+                }
+                Slots {
+                    inventory: ::core::default::Default::default(),
+                    payment: ::core::default::Default::default(),
+                    warehouse: ::core::default::Default::default(),
+                }
+            },
+            ::batch_runtime::__private::Dispatch::new::<
+                Key,
+                Succeeded,
+                Results,
+                ::batch_runtime::__private::BoxedArm<'_>,
+            >(|__event| match __event {
+                ::batch_runtime::__private::ArmEvent::Before(b) => {
+                    ::batch_runtime::__private::plain_arm(|| {
+                        tracing::info!(total = b.total_requests())
+                    })
+                }
+                ::batch_runtime::__private::ArmEvent::Progress(..) => {
+                    ::core::option::Option::None
+                }
+                ::batch_runtime::__private::ArmEvent::Then(_, ok) => {
+                    ::batch_runtime::__private::plain_arm(|| {
+                        order.confirm(&ok.payment.confirmation)
+                    })
+                }
+                ::batch_runtime::__private::ArmEvent::Catch(_, key, _) => {
+                    ::batch_runtime::__private::plain_arm(|| match key {
+                        Key::Inventory => {}
+                        Key::Payment => {}
+                        Key::Warehouse => {}
+                    })
+                }
+                ::batch_runtime::__private::ArmEvent::Finally(_, all) => {
+                    ::batch_runtime::__private::async_arm({
+                        let failed = all.payment.is_err();
+                        async move { audit.record(failed).await }
+                    })
+                }
+            }),
+        )
     };
 }

@@ -134,7 +134,7 @@ pub struct CheckedArm {
 }
 
 impl CheckedArm {
-    /// An arm whose closure returns a future goes to the `_async` method:
+    /// An arm whose closure returns a future is awaited after the closure returns:
     /// `|..| async move { .. }`, `|..| { ..; async move { .. } }` or an
     /// `async |..| ..` closure.
     pub fn is_async(&self) -> bool {

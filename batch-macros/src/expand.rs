@@ -8,17 +8,25 @@
 //!     struct Succeeded { .. }  // `then |b, ok|`: `ok.payment: Charge`
 //!     struct Results { .. }    // `finally |b, all|` and `send`: `Result<Charge, Error>`
 //!     let requests = ..;       // mixed-site local: user code cannot name it
-//!     Batch::from_slots(requests, { struct Slots { .. } impl Slots for Slots { .. } Slots { .. } })
-//!         .then(|b, ok| ..)    // one call per arm, in the order written
+//!     Batch::from_parts(
+//!         requests,
+//!         { struct Slots { .. } impl Slots for Slots { .. } Slots { .. } },
+//!         Dispatch::new(|event| match event {   // every arm in one closure:
+//!             ArmEvent::Then(b, ok) => plain_arm(|| ..),   // they share captures
+//!             ArmEvent::Finally(b, all) => async_arm(async move { .. }),
+//!             ArmEvent::Before(..) => None,                // arms not given
+//!             ..
+//!         }),
+//!     )
 //! }
 //! ```
 
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::Ident;
+use syn::{ExprClosure, Ident, Pat, ReturnType};
 
-use crate::ast::{Batch, CheckedArm, CheckedRequest};
+use crate::ast::{ArmKind, Batch, CheckedArm, CheckedRequest};
 
 /// The expression `batch!` becomes; `errors` are emitted first, inside it.
 pub fn expand(batch: &Batch, errors: Option<syn::Error>) -> TokenStream {
@@ -27,7 +35,7 @@ pub fn expand(batch: &Batch, errors: Option<syn::Error>) -> TokenStream {
     let results = result_structs(batch);
     let requests = requests(batch);
     let slots = slots(batch);
-    let arms = batch.arms.iter().map(arm);
+    let dispatch = dispatch(batch);
     let rt = &batch.runtime;
     let requests_local = Ident::new("requests", Span::mixed_site());
     quote! {
@@ -36,8 +44,7 @@ pub fn expand(batch: &Batch, errors: Option<syn::Error>) -> TokenStream {
             #key_enum
             #results
             let #requests_local = #requests;
-            #rt::__private::Batch::from_slots(#requests_local, #slots)
-                #(#arms)*
+            #rt::__private::Batch::from_parts(#requests_local, #slots, #dispatch)
         }
     }
 }
@@ -227,15 +234,102 @@ fn decoder(p: &TokenStream, request: &CheckedRequest) -> TokenStream {
     }
 }
 
-/// `.then(closure)` or `.then_async(closure)`.
-fn arm(arm: &CheckedArm) -> TokenStream {
-    let closure = &arm.closure;
-    let method = if arm.is_async() {
-        format_ident!("{}_async", arm.kind.name())
-    } else {
-        format_ident!("{}", arm.kind.name())
+/// `Dispatch::new::<Key, Succeeded, Results>(|event| match event { .. })`:
+/// every arm in one closure, so that the arms share what they capture.
+/// The closure is `move` if any arm's closure is.
+fn dispatch(batch: &Batch) -> TokenStream {
+    let rt = &batch.runtime;
+    let event = Ident::new("__event", Span::mixed_site());
+    let capture = batch
+        .arms
+        .iter()
+        .find_map(|arm| arm.closure.capture.as_ref());
+    let arms = ArmKind::ALL.into_iter().map(|kind| {
+        let given = batch.arms.iter().find(|arm| arm.kind == kind);
+        match_arm(rt, kind, given)
+    });
+    quote! {
+        #rt::__private::Dispatch::new::<Key, Succeeded, Results, #rt::__private::BoxedArm<'_>>(
+            #capture |#event| match #event {
+                #(#arms)*
+            }
+        )
+    }
+}
+
+/// One `ArmEvent::Kind(params..) => ..` of the dispatch closure; an arm
+/// not given does nothing.
+fn match_arm(rt: &TokenStream, kind: ArmKind, arm: Option<&CheckedArm>) -> TokenStream {
+    let variant = format_ident!("{}", variant_name(kind));
+    let event = quote!(#rt::__private::ArmEvent::#variant);
+    let Some(arm) = arm else {
+        return quote!(#event(..) => ::core::option::Option::None,);
     };
-    quote!(.#method(#closure))
+    let closure = &arm.closure;
+    let mut patterns = Vec::new();
+    let mut lets = Vec::new();
+    for (index, param) in closure.inputs.iter().enumerate() {
+        match param {
+            // `b`, `_`: the pattern itself.
+            Pat::Ident(ident) if ident.by_ref.is_none() && ident.subpat.is_none() => {
+                patterns.push(quote!(#param));
+            }
+            Pat::Wild(_) => patterns.push(quote!(#param)),
+            // `b: &BatchState`, `mut b`, `(..)`: a local, then the user's
+            // `let`, so that types are checked and refutable patterns are
+            // refused as in a closure.
+            _ => {
+                let local = Ident::new(
+                    &format!("__arg{index}"),
+                    Span::mixed_site().located_at(param.span()),
+                );
+                patterns.push(quote!(#local));
+                lets.push(quote!(let #param = #local;));
+            }
+        }
+    }
+    let body = typed_body(closure);
+    let run = if closure.asyncness.is_some() {
+        // `async |..| body`: the body is the future; it owns the arguments.
+        let future = quote_spanned!(closure.body.span()=> async move { #body });
+        quote!(#rt::__private::async_arm(#future))
+    } else if arm.is_async() {
+        quote!(#rt::__private::async_arm(#body))
+    } else {
+        // A closure called at once, so that its body is checked (and
+        // `return` works) as in a closure of its own.
+        let closure = quote_spanned!(closure.body.span()=> || #body);
+        quote!(#rt::__private::plain_arm(#closure))
+    };
+    quote! {
+        #event(#(#patterns),*) => {
+            #(#lets)*
+            #run
+        }
+    }
+}
+
+/// The body, with the closure's `-> T` (if written) checked on it.
+fn typed_body(closure: &ExprClosure) -> TokenStream {
+    let body = &closure.body;
+    match &closure.output {
+        ReturnType::Default => quote!(#body),
+        ReturnType::Type(_, ty) => {
+            let out = Ident::new("__out", Span::mixed_site());
+            quote!({ let #out: #ty = #body; #out })
+        }
+    }
+}
+
+/// `ArmEvent` variant of an arm: `Progress` for `progress`.
+fn variant_name(kind: ArmKind) -> &'static str {
+    match kind {
+        ArmKind::Before => "Before",
+        ArmKind::Progress => "Progress",
+        ArmKind::Then => "Then",
+        ArmKind::Catch => "Catch",
+        ArmKind::Finally => "Finally",
+    }
 }
 
 /// The key as written, without `r#`.

@@ -22,13 +22,11 @@
 //! | `catch` | `\|b, key, error\|` | once per failure, in completion order |
 //! | `finally` | `\|b, all\|` | once, always, last |
 //!
-//! An arm whose body is an `async` block (`|b, ok| async move { .. }`, or a
-//! block ending in one), or an `async` closure, becomes the `_async` variant
-//! of the arm; every other arm is a plain closure.
-//!
-//! An arm whose body is an `async` block (`|b, ok| async move { .. }`, or a
-//! block ending in one), or an `async` closure, becomes the `_async` variant
-//! of the arm; every other arm is a plain closure.
+//! Every arm goes into one closure over the batch's events, so the arms
+//! share what they capture. An arm whose body is an `async` block
+//! (`|b, ok| async move { .. }`, or a block ending in one), or an `async`
+//! closure, is awaited after it returns; every other arm is a plain
+//! closure, done when it returns.
 //!
 //! The macro works in three stages, one module each: `parse` (tokens to
 //! the model in `ast`), `validate` (every rule, all errors at once) and

@@ -78,10 +78,12 @@ fn seed_expansion_is_readable_and_stable() {
         "self.warehouse.decode(::batch_runtime::__private::raw(response))",
         "use ::batch_runtime::__private::verbs::*;",
         "use ::batch_runtime::__private::request as __batch_request; __batch_request(post(\"/api/payments/charge\").json(&charge))",
-        "::batch_runtime::__private::Batch::from_slots(",
-        ".before(|b| tracing::info!(total = b.total_requests()))",
-        ".then(|_, ok| order.confirm(&ok.payment.confirmation))",
-        ".finally_async(|_, all| { let failed = all.payment.is_err(); async move { audit.record(failed).await } })",
+        "::batch_runtime::__private::Batch::from_parts(",
+        "::batch_runtime::__private::Dispatch::new::<Key, Succeeded, Results, ::batch_runtime::__private::BoxedArm<'_>>(|__event| match __event {",
+        "::batch_runtime::__private::ArmEvent::Before(b) => { ::batch_runtime::__private::plain_arm(|| { tracing::info!(total = b.total_requests()) }) }",
+        "::batch_runtime::__private::ArmEvent::Progress(..) => { ::core::option::Option::None }",
+        "::batch_runtime::__private::ArmEvent::Then(_, ok) => { ::batch_runtime::__private::plain_arm(|| { order.confirm(&ok.payment.confirmation) }) }",
+        "::batch_runtime::__private::ArmEvent::Finally(_, all) => { ::batch_runtime::__private::async_arm({ let failed = all.payment.is_err(); async move { audit.record(failed).await } }) }",
         "::core::result::Result::Ok(Succeeded {\n                    inventory: all.inventory?,\n                    payment: all.payment?,\n                    warehouse: all.warehouse?",
     ] {
         assert!(
@@ -89,12 +91,8 @@ fn seed_expansion_is_readable_and_stable() {
             "missing {part:?} in\n{pretty}"
         );
     }
-    // Arms are chained in the order written, after the slots.
-    let before = pretty.find(".before(").unwrap();
-    let then = pretty.find(".then(").unwrap();
-    let catch = pretty.find(".catch(").unwrap();
-    let finally = pretty.find(".finally_async(").unwrap();
-    assert!(before < then && then < catch && catch < finally);
+    // One closure holds every arm, so the arms share what they capture.
+    assert_eq!(pretty.matches("Dispatch::new").count(), 1, "{pretty}");
 }
 
 #[test]
@@ -113,7 +111,10 @@ fn mistakes_are_reported_together_and_the_rest_still_expands() {
     assert!(output.contains("this closure takes 1"), "{output}");
     // The valid part is still expanded: one key, no arm.
     assert!(output.contains("enum Key { A , }"), "{output}");
-    assert!(!output.contains(". catch"), "{output}");
+    assert!(
+        output.contains("ArmEvent :: Catch (..) => :: core :: option :: Option :: None"),
+        "the invalid `catch` is dropped: {output}"
+    );
 }
 
 #[test]
@@ -131,7 +132,7 @@ fn the_runtime_is_reached_only_through_the_path_the_trampoline_passes() {
     let output = expand_tokens(quote!(::renamed; a: get("/a") => T, then |_, _| ())).to_string();
     assert!(!output.contains("batch_runtime"), "{output}");
     assert!(
-        output.contains(":: renamed :: __private :: Batch :: from_slots"),
+        output.contains(":: renamed :: __private :: Batch :: from_parts"),
         "{output}"
     );
 }

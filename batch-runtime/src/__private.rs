@@ -3,7 +3,17 @@
 
 use serde::de::DeserializeOwned;
 
-pub use crate::arms::{ArmEvent, ArmFuture, ArmSet, AsyncArm, Dispatch, NoArm, SyncArm};
+pub use crate::arms::{ArmEvent, ArmSet, AsyncArm, Dispatch, NoArm, SyncArm};
+
+/// An arm's outcome in `batch!`'s single arm closure: `None` for a plain
+/// arm, the boxed future of an async arm.
+pub type ArmFuture<'env> = ::core::option::Option<
+    ::core::pin::Pin<Box<dyn ::core::future::Future<Output = ()> + Send + 'env>>,
+>;
+
+/// The future type of [`ArmFuture`], named for `Dispatch::new`.
+pub type BoxedArm<'env> =
+    ::core::pin::Pin<Box<dyn ::core::future::Future<Output = ()> + Send + 'env>>;
 pub use crate::batch::Batch;
 pub use crate::error::Error;
 pub use crate::request::Request;
@@ -116,4 +126,12 @@ where
     F: core::future::Future<Output = ()> + Send + 'env,
 {
     Some(Box::pin(future))
+}
+
+/// Runs a plain arm's body, a closure called at once: its borrows of what
+/// the arms capture end when it returns, a `return` in it leaves the arm,
+/// and a body that is not `()` is an error under the body.
+pub fn plain_arm<'env>(arm: impl FnOnce()) -> ArmFuture<'env> {
+    arm();
+    None
 }

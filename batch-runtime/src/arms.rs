@@ -6,9 +6,8 @@
 //! whenever its slots and closures are: that is what lets a batch be
 //! deferred onto another task without naming its closure types.
 
+use std::fmt;
 use std::future::{ready, Future};
-use std::marker::PhantomData;
-use std::pin::Pin;
 
 use crate::error::Error;
 use crate::response::Response;
@@ -263,54 +262,46 @@ pub enum ArmEvent<'a, K, Ok, All> {
     Finally(&'a BatchState, &'a All),
 }
 
-/// What a [`Dispatch`] closure returns: nothing for a plain arm (its work is
-/// done when the closure returns), or the future of an async arm.
-pub type ArmFuture<'env> = Option<Pin<Box<dyn Future<Output = ()> + Send + 'env>>>;
-
 /// Every arm in one closure over [`ArmEvent`]s, so the arms share what they
-/// capture (two arms may both push to one `Vec`): `batch!` builds one.
-/// Like every arm, it runs one event at a time on the batch's task.
-pub struct Dispatch<'env, F> {
-    arms: F,
-    env: PhantomData<&'env ()>,
-}
+/// capture (two arms may both push to one `Vec`): `batch!` builds one. The
+/// closure returns `None` for a plain arm (its work is done when the closure
+/// returns) or the future of an async arm. Like every arm, it runs one
+/// event at a time on the batch's task.
+pub struct Dispatch<F>(F);
 
-impl<'env, F> Dispatch<'env, F> {
+impl<F> Dispatch<F> {
     /// Wraps the closure; [`Batch::from_parts`](crate::Batch::from_parts)
     /// takes the result.
-    pub fn new<K, Ok, All>(arms: F) -> Self
+    pub fn new<K, Ok, All, Fut>(arms: F) -> Self
     where
-        F: FnMut(ArmEvent<'_, K, Ok, All>) -> ArmFuture<'env>,
+        F: FnMut(ArmEvent<'_, K, Ok, All>) -> Option<Fut>,
     {
-        Dispatch {
-            arms,
-            env: PhantomData,
-        }
-    }
-
-    fn call<K, Ok, All>(
-        &mut self,
-        event: ArmEvent<'_, K, Ok, All>,
-    ) -> impl Future<Output = ()> + Send + 'env
-    where
-        F: FnMut(ArmEvent<'_, K, Ok, All>) -> ArmFuture<'env>,
-    {
-        let pending = (self.arms)(event);
-        async move {
-            if let Some(pending) = pending {
-                pending.await;
-            }
-        }
+        Dispatch(arms)
     }
 }
 
-impl<'env, S, F> Arms<S> for Dispatch<'env, F>
+impl<F> fmt::Debug for Dispatch<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Dispatch")
+    }
+}
+
+/// Calls the closure now (a plain arm's work happens here) and awaits the
+/// async arm's future, if any.
+async fn dispatch<Fut: Future<Output = ()>>(pending: Option<Fut>) {
+    if let Some(pending) = pending {
+        pending.await;
+    }
+}
+
+impl<S, F, Fut> Arms<S> for Dispatch<F>
 where
     S: Slots,
-    F: for<'a> FnMut(ArmEvent<'a, S::Key, S::AllOk, S::All>) -> ArmFuture<'env>,
+    F: for<'a> FnMut(ArmEvent<'a, S::Key, S::AllOk, S::All>) -> Option<Fut>,
+    Fut: Future<Output = ()> + Send,
 {
     fn before(&mut self, batch: &BatchState) -> impl Future<Output = ()> + Send {
-        self.call(ArmEvent::<S::Key, S::AllOk, S::All>::Before(batch))
+        dispatch((self.0)(ArmEvent::Before(batch)))
     }
     fn progress(
         &mut self,
@@ -318,9 +309,7 @@ where
         key: S::Key,
         response: &Response,
     ) -> impl Future<Output = ()> + Send {
-        self.call(ArmEvent::<S::Key, S::AllOk, S::All>::Progress(
-            batch, key, response,
-        ))
+        dispatch((self.0)(ArmEvent::Progress(batch, key, response)))
     }
     fn catch(
         &mut self,
@@ -328,14 +317,12 @@ where
         key: S::Key,
         error: &Error,
     ) -> impl Future<Output = ()> + Send {
-        self.call(ArmEvent::<S::Key, S::AllOk, S::All>::Catch(
-            batch, key, error,
-        ))
+        dispatch((self.0)(ArmEvent::Catch(batch, key, error)))
     }
     fn then(&mut self, batch: &BatchState, ok: &S::AllOk) -> impl Future<Output = ()> + Send {
-        self.call(ArmEvent::<S::Key, S::AllOk, S::All>::Then(batch, ok))
+        dispatch((self.0)(ArmEvent::Then(batch, ok)))
     }
     fn finally(&mut self, batch: &BatchState, all: &S::All) -> impl Future<Output = ()> + Send {
-        self.call(ArmEvent::<S::Key, S::AllOk, S::All>::Finally(batch, all))
+        dispatch((self.0)(ArmEvent::Finally(batch, all)))
     }
 }

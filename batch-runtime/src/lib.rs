@@ -96,7 +96,7 @@ mod state;
 pub mod __private;
 
 pub use arms::{
-    ArmEvent, ArmFuture, ArmSet, Arms, AsyncArm, BeforeArm, CatchArm, Dispatch, NoArm, ProgressArm,
+    ArmEvent, ArmSet, Arms, AsyncArm, BeforeArm, CatchArm, Dispatch, NoArm, ProgressArm,
     ResultsArm, SyncArm,
 };
 pub use batch::Batch;
@@ -138,15 +138,14 @@ pub use reqwest::{Method, StatusCode, Url};
 ///   `Succeeded` (field `payment: T`), every result a struct `Results`
 ///   (field `payment: Result<T, Error>`).
 /// - `b` is the [`BatchState`]. Every arm is optional and given at most
-///   once. Arms run one at a time on the batch's task, so a plain closure
-///   arm may mutate what it captures (each arm its own state; share state
-///   between arms through a `Cell`, `RefCell` or `Mutex`).
+///   once. The arms become one closure that runs one event at a time on
+///   the batch's task, so they share what they capture: `progress` and
+///   `catch` may both push to the same `Vec`, no cell needed.
 /// - An arm that awaits returns an `async` block:
 ///   `then |b, ok| { let id = ok.payment.id.clone(); async move { audit(id).await } }`.
-///   The future must be `Send` and may not borrow the arguments or the
-///   closure's own state: copy out what it needs first. Such an arm goes to
-///   the `_async` method ([`Batch::then_async`] …); so does an
-///   `async move |..| ..` closure that borrows nothing.
+///   The future must be `Send` and may not borrow the arguments or move
+///   captured state out: copy out what it needs first. An
+///   `async move |..| ..` closure that borrows nothing works too.
 ///
 /// The macro returns a [`Batch`]: chain options (`.concurrency(n)`,
 /// `.deadline(d)`, `.fail_fast()`) and finish with [`Batch::send`] (every

@@ -320,3 +320,104 @@ async fn keys_display_as_written_and_list_in_definition_order() {
         ["user_profile=UserProfile=user_profile", "type=Type=type"]
     );
 }
+
+#[tokio::test]
+async fn arms_share_captured_state() {
+    let fake = checkout_fake(503);
+    // One plain `Vec` and one counter, mutated by several arms: the arms
+    // run one at a time, so no cell is needed.
+    let mut log: Vec<String> = Vec::new();
+    let mut calls = 0;
+    let all = batch! {
+        inventory: post("/inventory") => Numbered,
+        payment: post("/payment") => Numbered,
+        warehouse: post("/warehouse"),
+
+        before   |_| { log.push("before".into()); calls += 1; },
+        progress |_, key, _| { log.push(format!("ok {key}")); calls += 1; },
+        catch    |_, key, err| { log.push(format!("failed {key} {}", err.status().map_or(0, |s| s.as_u16()))); calls += 1; },
+        finally  |b, _| { log.push(format!("finally {}/{}", b.failed_requests(), b.total_requests())); calls += 1; },
+    }
+    .send(&fake_client(&fake))
+    .await;
+    assert_eq!(
+        log,
+        [
+            "before",
+            "ok warehouse",
+            "ok inventory",
+            "failed payment 503",
+            "finally 1/3"
+        ]
+    );
+    assert_eq!(calls, 5);
+    assert_eq!(all.inventory.unwrap(), Numbered { n: 1 });
+}
+
+#[tokio::test]
+async fn plain_and_async_arms_coexist_in_one_batch() {
+    let fake = checkout_fake(200);
+    let mut seen = Vec::new();
+    let audited = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let audit = audited.clone();
+    batch! {
+        inventory: post("/inventory") => Numbered,
+        warehouse: post("/warehouse"),
+
+        progress |_, key, _| seen.push(key.as_str()),
+        finally  |b, _| {
+            let audit = audit.clone();
+            let failed = b.failed_requests();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                audit.lock().unwrap().push(failed);
+            }
+        },
+    }
+    .send(&fake_client(&fake))
+    .await;
+    assert_eq!(seen, ["warehouse", "inventory"]);
+    assert_eq!(*audited.lock().unwrap(), [0]);
+}
+
+/// A handler awaiting a batch must stay `Send` (axum requires it), with or
+/// without arms, and with async arms that borrow from the handler.
+#[test]
+fn batch_futures_are_send_where_handlers_need_it() {
+    fn assert_send<T: Send>(_: T) {}
+
+    async fn no_arms(client: Client) -> bool {
+        let all = batch! { a: get("/a"), b: get("/b") }.send(&client).await;
+        all.a.is_ok()
+    }
+
+    async fn shared_plain_arms(client: Client) -> usize {
+        let mut n = 0;
+        let _ = batch! {
+            a: get("/a"),
+            progress |_, _, _| n += 1,
+            catch |_, _, _| n += 10,
+        }
+        .send(&client)
+        .await;
+        n
+    }
+
+    async fn async_arm_borrowing(client: Client) -> usize {
+        let log = std::sync::Mutex::new(Vec::new());
+        let log = &log;
+        let _ = batch! {
+            a: get("/a"),
+            progress |_, key, _| async move { log.lock().unwrap().push(key) },
+        }
+        .send(&client)
+        .await;
+        let n = log.lock().unwrap().len();
+        n
+    }
+
+    let client = Fake::new().client();
+    assert_send(no_arms(client.clone()));
+    assert_send(shared_plain_arms(client.clone()));
+    assert_send(async_arm_borrowing(client));
+}
