@@ -68,6 +68,8 @@ pub fn validate(input: Input) -> (Batch, Errors) {
         }
     }
 
+    arms_agree_on_move(&arms, &mut errors);
+
     let batch = Batch {
         runtime: input.runtime,
         requests,
@@ -227,6 +229,24 @@ fn arms_are_not_repeated(
         ),
     ));
     false
+}
+
+/// The arms become one closure, which either moves its captures or borrows
+/// them: a `move` on some arms only would silently give the others copies.
+fn arms_agree_on_move(arms: &[CheckedArm], errors: &mut Errors) {
+    let Some(moving) = arms.iter().find(|arm| arm.closure.capture.is_some()) else {
+        return;
+    };
+    for arm in arms.iter().filter(|arm| arm.closure.capture.is_none()) {
+        errors.push(syn::Error::new(
+            arm.closure.or1_token.span,
+            format!(
+                "`{}` borrows what it captures but `{}` is `move`: the arms share one closure, so write `move` on every arm or on none",
+                arm.kind.name(),
+                moving.kind.name()
+            ),
+        ));
+    }
 }
 
 /// `payment_v2` → `PaymentV2`.
