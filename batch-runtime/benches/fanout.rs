@@ -21,7 +21,7 @@ const SMALL_BATCHES: usize = 2_000;
 /// Loopback timings on a shared 2-core machine are noisy: each round times
 /// both sides back to back, and the reported ratio is the median of the
 /// per-round ratios, which cancels drift between rounds.
-const ROUNDS: usize = 15;
+const ROUNDS: usize = 31;
 
 fn main() {
     let addr = start_server();

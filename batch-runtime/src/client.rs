@@ -64,7 +64,11 @@ pub(crate) struct Prepared {
     pub(crate) url: Url,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Option<Bytes>,
+    /// The effective timeout: the request's own, or the client's default.
     pub(crate) timeout: Duration,
+    /// Whether the request set its own timeout (reqwest already applies
+    /// the client's default, so it is passed on only then).
+    pub(crate) own_timeout: bool,
 }
 
 impl Client {
@@ -145,6 +149,7 @@ impl Client {
             headers,
             body: request.body.clone(),
             timeout: request.timeout.unwrap_or(self.inner.timeout),
+            own_timeout: request.timeout.is_some(),
         })
     }
 
@@ -211,8 +216,10 @@ impl Client {
             duration_ms = tracing::field::Empty,
         );
         let retry = request.retry.as_ref();
+        // Timing and recording are for the span only: skip them when no
+        // subscriber listens.
+        let traced = (!span.is_disabled()).then(|| (span.clone(), Instant::now()));
         async move {
-            let started = Instant::now();
             let mut attempt = 1u32;
             let result = loop {
                 let result = self.attempt(&prepared).await;
@@ -225,16 +232,17 @@ impl Client {
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             };
-            let span = tracing::Span::current();
-            span.record("attempt", attempt);
-            span.record("duration_ms", started.elapsed().as_millis() as u64);
-            match &result {
-                Ok(response) => span.record("status", response.status().as_u16()),
-                Err(err) => match err.status() {
-                    Some(status) => span.record("status", status.as_u16()),
-                    None => span.record("status", tracing::field::display(err.kind_name())),
-                },
-            };
+            if let Some((span, started)) = traced {
+                span.record("attempt", attempt);
+                span.record("duration_ms", started.elapsed().as_millis() as u64);
+                match &result {
+                    Ok(response) => span.record("status", response.status().as_u16()),
+                    Err(err) => match err.status() {
+                        Some(status) => span.record("status", status.as_u16()),
+                        None => span.record("status", tracing::field::display(err.kind_name())),
+                    },
+                };
+            }
             result
         }
         .instrument(span)
@@ -261,10 +269,13 @@ impl Client {
         client: &reqwest::Client,
         prepared: &Prepared,
     ) -> Result<Response, Error> {
-        let mut builder = client
-            .request(prepared.method.clone(), prepared.url.clone())
-            .headers(prepared.headers.clone())
-            .timeout(prepared.timeout);
+        let mut builder = client.request(prepared.method.clone(), prepared.url.clone());
+        if !prepared.headers.is_empty() {
+            builder = builder.headers(prepared.headers.clone());
+        }
+        if prepared.own_timeout {
+            builder = builder.timeout(prepared.timeout);
+        }
         if let Some(body) = &prepared.body {
             builder = builder.body(body.clone());
         }

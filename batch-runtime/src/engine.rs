@@ -89,7 +89,9 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
     arms: &mut A,
 ) -> S::All {
     let total = requests.len();
-    let started = Instant::now();
+    let span = tracing::Span::current();
+    // Timing is for the span only: skip it when no subscriber listens.
+    let started = (!span.is_disabled()).then(Instant::now);
     let keys: Vec<S::Key> = (0..total).map(|i| slots.key(i)).collect();
     let mut ledger = Ledger {
         slots,
@@ -220,9 +222,10 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
         &mut finally_panic,
     )
     .await;
-    let span = tracing::Span::current();
-    span.record("failed", state.failed_requests());
-    span.record("duration_ms", started.elapsed().as_millis() as u64);
+    if let Some(started) = started {
+        span.record("failed", state.failed_requests());
+        span.record("duration_ms", started.elapsed().as_millis() as u64);
+    }
     if let Some(payload) = panic.or(finally_panic) {
         resume_unwind(payload);
     }
