@@ -73,9 +73,9 @@ fn expansion() {
             {
                 use ::batch_runtime::__private::json as __batch_json;
                 struct Slots {
-                    inventory: ::batch_runtime::__private::Outcome<Reservation>,
-                    payment: ::batch_runtime::__private::Outcome<Charge>,
-                    warehouse: ::batch_runtime::__private::Outcome<
+                    inventory: ::batch_runtime::__private::Slot<Reservation>,
+                    payment: ::batch_runtime::__private::Slot<Charge>,
+                    warehouse: ::batch_runtime::__private::Slot<
                         ::batch_runtime::Response,
                     >,
                 }

@@ -171,7 +171,7 @@ fn slots(batch: &Batch) -> TokenStream {
         use #p::json as __batch_json;
 
         struct Slots {
-            #(#keys: #p::Outcome<#outputs>,)*
+            #(#keys: #p::Slot<#outputs>,)*
         }
 
         impl #p::Slots for Slots {

@@ -73,7 +73,7 @@ fn seed_expansion_is_readable_and_stable() {
         "Key::Inventory => \"inventory\"",
         "struct Succeeded {\n        inventory: Reservation,\n        payment: Charge,\n        warehouse: ::batch_runtime::Response",
         "payment: ::core::result::Result<Charge, ::batch_runtime::Error>",
-        "inventory: ::batch_runtime::__private::Outcome<Reservation>",
+        "inventory: ::batch_runtime::__private::Slot<Reservation>",
         "self.inventory.decode(__batch_json::<Reservation>(response))",
         "self.warehouse.decode(::batch_runtime::__private::raw(response))",
         "use ::batch_runtime::__private::verbs::*;",

@@ -86,40 +86,6 @@ pub fn raw(response: &Response) -> Result<Response, Error> {
     Ok(response.clone())
 }
 
-/// One entry's result, filled once. Unlike [`Slot`] it puts no bound on
-/// `T`, so a `=> T` that is not deserializable is one error, at `T`.
-pub struct Outcome<T>(Option<Result<T, Error>>);
-
-impl<T> Default for Outcome<T> {
-    fn default() -> Self {
-        Outcome(None)
-    }
-}
-
-impl<T> Outcome<T> {
-    /// Stores a decoded value; a decode error is handed back to the engine,
-    /// which records it with [`Outcome::fail`].
-    ///
-    /// # Errors
-    ///
-    /// `decoded`'s error.
-    pub fn decode(&mut self, decoded: Result<T, Error>) -> Result<(), Error> {
-        self.0 = Some(Ok(decoded?));
-        Ok(())
-    }
-
-    /// Records a failure.
-    pub fn fail(&mut self, error: Error) {
-        self.0 = Some(Err(error));
-    }
-
-    /// The result; never filled reads as cancelled.
-    pub fn into_result(self) -> Result<T, Error> {
-        self.0
-            .unwrap_or_else(|| Err(Error::cancelled("the request never completed")))
-    }
-}
-
 /// The future of an async arm, boxed for [`Dispatch`].
 pub fn async_arm<'env, F>(future: F) -> ArmFuture<'env>
 where

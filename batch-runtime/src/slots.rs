@@ -43,26 +43,27 @@ impl<T: DeserializeOwned> Decoder for Json<T> {
     }
 }
 
-/// One request's result, filled once.
-pub struct Slot<D: Decoder> {
-    value: Option<Result<D::Output, Error>>,
+/// One request's result, filled once. No bound on `T`, so that a `batch!`
+/// entry whose `=> T` is not deserializable is one error, at `T`.
+pub struct Slot<T> {
+    value: Option<Result<T, Error>>,
 }
 
-impl<D: Decoder> Default for Slot<D> {
+impl<T> Default for Slot<T> {
     fn default() -> Self {
         Slot { value: None }
     }
 }
 
-impl<D: Decoder> Slot<D> {
-    /// Decodes a success into the slot; a decode error is returned (the
-    /// engine records it with [`Slot::fail`]).
+impl<T> Slot<T> {
+    /// Stores a decoded value; a decode error is handed back (the engine
+    /// records it with [`Slot::fail`]).
     ///
     /// # Errors
     ///
-    /// The decoder's error.
-    pub fn decode(&mut self, response: &Response) -> Result<(), Error> {
-        self.value = Some(Ok(D::decode(response)?));
+    /// `decoded`'s error.
+    pub fn decode(&mut self, decoded: Result<T, Error>) -> Result<(), Error> {
+        self.value = Some(Ok(decoded?));
         Ok(())
     }
 
@@ -73,7 +74,7 @@ impl<D: Decoder> Slot<D> {
 
     /// The result; a slot the engine never filled (impossible unless the
     /// batch was torn down) reads as cancelled.
-    pub fn into_result(self) -> Result<D::Output, Error> {
+    pub fn into_result(self) -> Result<T, Error> {
         self.value
             .unwrap_or_else(|| Err(Error::cancelled("the request never completed")))
     }
@@ -124,7 +125,7 @@ pub trait Slots {
 /// Slots of a run-time batch: keys of any type `K`, values decoded by `D`.
 pub struct DynSlots<K, D: Decoder> {
     keys: Vec<K>,
-    slots: Vec<Slot<D>>,
+    slots: Vec<Slot<D::Output>>,
 }
 
 impl<K, D: Decoder> DynSlots<K, D> {
@@ -156,7 +157,7 @@ where
     }
 
     fn decode(&mut self, index: usize, response: &Response) -> Result<(), Error> {
-        self.slots[index].decode(response)
+        self.slots[index].decode(D::decode(response))
     }
 
     fn fail(&mut self, index: usize, error: Error) {
