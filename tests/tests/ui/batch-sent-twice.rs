@@ -1,0 +1,12 @@
+// The user sends the same batch twice; `send` consumes it, so the second is refused.
+use batch_runtime::{get, Batch, Client};
+
+async fn twice(client: Client) {
+    let users = Batch::new([get("http://users.test/7")]);
+    let _first = users.send(&client).await;
+    let _second = users.send(&client).await;
+}
+
+fn main() {
+    let _ = twice;
+}
