@@ -83,7 +83,7 @@ pub fn json<T: Decodable>(response: &Response) -> Result<T, Error> {
 ///
 /// Never; the signature matches [`json`].
 pub fn raw(response: &Response) -> Result<Response, Error> {
-    Ok(response.clone())
+    <crate::slots::Raw as Decoder>::decode(response)
 }
 
 /// The future of an async arm, boxed for [`Dispatch`].

@@ -166,21 +166,13 @@ impl Reply {
     }
 
     /// Replaces the status.
+    ///
+    /// # Panics
+    ///
+    /// If `status` is not in 100..=999.
     #[must_use]
     pub fn with_status(mut self, status: u16) -> Self {
-        let body = std::mem::take(&mut self.body);
-        let headers = std::mem::take(&mut self.headers);
-        Reply {
-            headers,
-            body,
-            ..Reply::status(status)
-        }
-        .keep_timing(&self)
-    }
-
-    fn keep_timing(mut self, from: &Reply) -> Self {
-        self.delay = from.delay;
-        self.failure = from.failure;
+        self.status = Reply::status(status).status;
         self
     }
 

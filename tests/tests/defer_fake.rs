@@ -41,6 +41,22 @@ async fn checkout(
     Ok(Json(json!({ "confirmation": charge.confirmation })))
 }
 
+/// The shop under test: its services are the fake, its deferred work runs
+/// on a runtime the test can wait on.
+fn shop(fake: &Fake) -> (Router, DeferRuntime) {
+    let client = Client::builder()
+        .base_url("http://services.test")
+        .fake(fake)
+        .build()
+        .expect("client");
+    let runtime = DeferRuntime::new();
+    let app = Router::new()
+        .route("/checkout", post(checkout))
+        .layer(DeferLayer::new(&runtime))
+        .with_state(client);
+    (app, runtime)
+}
+
 #[tokio::test]
 async fn checkout_returns_the_confirmation_and_defers_inventory_and_warehouse() {
     let fake = Fake::new();
@@ -51,16 +67,7 @@ async fn checkout_returns_the_confirmation_and_defers_inventory_and_warehouse() 
     );
     fake.stub(Method::POST, "*/inventory/*", Reply::ok());
     fake.stub(Method::POST, "*/warehouse/*", Reply::ok());
-    let client = Client::builder()
-        .base_url("http://services.test")
-        .fake(&fake)
-        .build()
-        .expect("client");
-    let runtime = DeferRuntime::new();
-    let app = Router::new()
-        .route("/checkout", post(checkout))
-        .layer(DeferLayer::new(&runtime))
-        .with_state(client);
+    let (app, runtime) = shop(&fake);
 
     let request = Request::post("/checkout")
         .header("content-type", "application/json")
@@ -94,16 +101,7 @@ async fn checkout_returns_the_confirmation_and_defers_inventory_and_warehouse() 
 async fn a_failed_checkout_defers_nothing() {
     let fake = Fake::new();
     fake.stub(Method::POST, "*/payments/charge", Reply::status(402));
-    let client = Client::builder()
-        .base_url("http://services.test")
-        .fake(&fake)
-        .build()
-        .expect("client");
-    let runtime = DeferRuntime::new();
-    let app = Router::new()
-        .route("/checkout", post(checkout))
-        .layer(DeferLayer::new(&runtime))
-        .with_state(client);
+    let (app, runtime) = shop(&fake);
     let request = Request::post("/checkout")
         .header("content-type", "application/json")
         .body(Body::from("{}"))

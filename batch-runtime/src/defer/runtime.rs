@@ -87,15 +87,22 @@ impl Group {
     }
 
     pub(crate) async fn wait(&self) {
-        loop {
-            let notified = self.done.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if self.pending.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            notified.await;
+        wait_until(&self.done, || self.pending.load(Ordering::SeqCst) == 0).await;
+    }
+}
+
+/// Returns once `ready()` holds, re-checking each time `notify` wakes its
+/// waiters. The waiter is registered before the check, so a wake-up
+/// between the check and the wait is not lost.
+async fn wait_until(notify: &Notify, mut ready: impl FnMut() -> bool) {
+    loop {
+        let notified = notify.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if ready() {
+            return;
         }
+        notified.await;
     }
 }
 
@@ -626,15 +633,7 @@ impl DeferRuntime {
     /// the work that deferred it finishes.
     pub async fn wait_idle(&self) {
         let shared = self.shared();
-        loop {
-            let notified = shared.idle.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if shared.lock().is_idle() {
-                return;
-            }
-            notified.await;
-        }
+        wait_until(&shared.idle, || shared.lock().is_idle()).await;
     }
 
     /// Stops intake (only work deferred from deferred work is still
@@ -655,17 +654,7 @@ impl DeferRuntime {
             }
         }
         shared.wake.notify_waiters();
-        let drain = async {
-            loop {
-                let notified = shared.idle.notified();
-                let mut notified = std::pin::pin!(notified);
-                notified.as_mut().enable();
-                if shared.lock().is_drained() {
-                    return;
-                }
-                notified.await;
-            }
-        };
+        let drain = wait_until(&shared.idle, || shared.lock().is_drained());
         // Whether it drained in time is read from the state below.
         let _ = tokio::time::timeout(grace, drain).await;
         let mut abandoned = Vec::new();
@@ -673,8 +662,7 @@ impl DeferRuntime {
         state.intake = Intake::Closed;
         if !state.is_drained() {
             state.abandon = true;
-            let running: Vec<(u64, Running)> = state.running.drain().collect();
-            let mut running = running;
+            let mut running: Vec<(u64, Running)> = state.running.drain().collect();
             running.sort_by_key(|(id, _)| *id);
             for (id, running) in running {
                 if let Some(abort) = &running.abort {
