@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
 use batch_runtime::defer::{self, DeferLayer, DeferRuntime, Deferred};
-use batch_runtime::{post as http_post, Batch, Client};
+use batch_runtime::{Batch, Client, Request};
 
 const ROUNDS: usize = 6;
 const PER_ROUND: usize = 400;
@@ -115,7 +115,10 @@ async fn round(client: &Client, url: &str, total: usize) -> Vec<f64> {
             let mut times = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
                 let started = Instant::now();
-                client.send(http_post(&url)).await.expect("shop answers");
+                client
+                    .send(Request::post(&url))
+                    .await
+                    .expect("shop answers");
                 times.push(started.elapsed().as_secs_f64() * 1000.0);
             }
             times
@@ -137,7 +140,7 @@ fn percentiles(times: &mut [f64]) -> (f64, f64) {
 fn defer_fanout(upstream: &Client, deferred: &Deferred, id: usize) {
     Batch::keyed(
         ["inventory", "warehouse", "crm"]
-            .map(|service| (service, http_post(format!("/{service}")))),
+            .map(|service| (service, Request::post(format!("/{service}")))),
     )
     .catch(move |_, key, err| eprintln!("order {id}: {key} failed: {err}"))
     .defer(upstream, deferred);

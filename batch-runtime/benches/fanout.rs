@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use batch_runtime::{batch, get, Batch, Client};
+use batch_runtime::{batch, Batch, Client, Request};
 use futures::StreamExt;
 
 const FANOUT: usize = 5_000;
@@ -164,7 +164,7 @@ async fn raw_discarding(raw: &reqwest::Client, url: &str) {
 
 async fn batch_fanout(client: &Client, url: &str) {
     let mut seen = 0usize;
-    let results = Batch::new((0..FANOUT).map(|_| get(url)))
+    let results = Batch::new((0..FANOUT).map(|_| Request::get(url)))
         .concurrency(CONCURRENCY)
         .progress(|_, _, _| seen += 1)
         .send(client)
@@ -191,7 +191,7 @@ async fn raw_small(raw: &reqwest::Client, url: &str) {
 
 async fn batch_small(client: &Client, url: &str) {
     for _ in 0..SMALL_BATCHES {
-        let results = Batch::new([get(url), get(url), get(url)])
+        let results = Batch::new([Request::get(url), Request::get(url), Request::get(url)])
             .send(client)
             .await;
         assert!(results.iter().all(Result::is_ok));

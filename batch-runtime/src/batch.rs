@@ -22,7 +22,7 @@ use crate::state::BatchState;
 ///
 /// ```
 /// use batch_runtime::fake::{Fake, Reply};
-/// use batch_runtime::{get, Batch, Method};
+/// use batch_runtime::{Batch, Method, Request};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let fake = Fake::new();
@@ -31,7 +31,7 @@ use crate::state::BatchState;
 ///
 /// let urls = (0..100).map(|i| format!("http://numbers.test/{i}"));
 /// let mut seen = 0;
-/// let numbers: Vec<u32> = Batch::new(urls.map(get))
+/// let numbers: Vec<u32> = Batch::new(urls.map(Request::get))
 ///     .json::<u32>()
 ///     .concurrency(8)
 ///     .progress(|_, _, _| seen += 1)

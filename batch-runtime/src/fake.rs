@@ -3,14 +3,14 @@
 //!
 //! ```
 //! use batch_runtime::fake::{Fake, Reply};
-//! use batch_runtime::{get, Client, Method};
+//! use batch_runtime::{Client, Method, Request};
 //!
 //! # tokio_test_block(async {
 //! let fake = Fake::new();
 //! fake.stub(Method::GET, "*/users/*", Reply::json(serde_json::json!({ "id": 7 })));
 //! let client = Client::builder().base_url("http://api.test").fake(&fake).build()?;
 //!
-//! let user = client.send(get("/users/7")).await?;
+//! let user = client.send(Request::get("/users/7")).await?;
 //! assert_eq!(user.json::<serde_json::Value>()?["id"], 7);
 //! fake.assert_sent(|r| r.method() == Method::GET && r.url().path() == "/users/7");
 //! # Ok::<(), batch_runtime::Error>(()) });

@@ -105,7 +105,7 @@ pub use client::{
 };
 pub use engine::DEFAULT_CONCURRENCY;
 pub use error::{Error, ErrorKind};
-pub use request::{delete, get, head, patch, post, put, Request};
+pub use request::Request;
 pub use response::Response;
 pub use retry::Retry;
 pub use slots::{Decoder, DynSlots, Json, Raw, Slot, Slots};

@@ -18,9 +18,9 @@ use crate::retry::Retry;
 ///
 /// ```
 /// use std::time::Duration;
-/// use batch_runtime::post;
+/// use batch_runtime::Request;
 ///
-/// let request = post("/api/payments/charge")
+/// let request = Request::post("/api/payments/charge")
 ///     .json(&serde_json::json!({ "amount": 4200 }))
 ///     .header("idempotency-key", "order-17")
 ///     .bearer_auth("s3cret")
@@ -70,6 +70,36 @@ pub fn head(url: impl Into<String>) -> Request {
 }
 
 impl Request {
+    /// A `GET` request to a path (joined onto the client's base URL) or URL.
+    pub fn get(url: impl Into<String>) -> Self {
+        Request::new(Method::GET, url)
+    }
+
+    /// A `POST` request.
+    pub fn post(url: impl Into<String>) -> Self {
+        Request::new(Method::POST, url)
+    }
+
+    /// A `PUT` request.
+    pub fn put(url: impl Into<String>) -> Self {
+        Request::new(Method::PUT, url)
+    }
+
+    /// A `PATCH` request.
+    pub fn patch(url: impl Into<String>) -> Self {
+        Request::new(Method::PATCH, url)
+    }
+
+    /// A `DELETE` request.
+    pub fn delete(url: impl Into<String>) -> Self {
+        Request::new(Method::DELETE, url)
+    }
+
+    /// A `HEAD` request.
+    pub fn head(url: impl Into<String>) -> Self {
+        Request::new(Method::HEAD, url)
+    }
+
     /// A request with any method.
     pub fn new(method: Method, url: impl Into<String>) -> Self {
         Request {

@@ -23,9 +23,9 @@ type Predicate = Arc<dyn Fn(&Error) -> bool + Send + Sync>;
 ///
 /// ```
 /// use std::time::Duration;
-/// use batch_runtime::{get, Retry};
+/// use batch_runtime::{Request, Retry};
 ///
-/// let request = get("/flaky").retry(Retry::times(3).backoff(Duration::from_millis(50)));
+/// let request = Request::get("/flaky").retry(Retry::times(3).backoff(Duration::from_millis(50)));
 /// ```
 #[derive(Clone)]
 pub struct Retry {

@@ -18,7 +18,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use batch_runtime::defer::{DeferLayer, DeferRuntime, Deferred};
-use batch_runtime::{batch, post as http_post, Client};
+use batch_runtime::{batch, Client, Request};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -79,7 +79,7 @@ async fn checkout(
     // The response needs the charge: send it now.
     let charge = shop
         .client
-        .send(http_post(format!("{}/charge", s.payments)).json(&order))
+        .send(Request::post(format!("{}/charge", s.payments)).json(&order))
         .await
         .and_then(|response| response.json::<Charge>());
     let charge = match charge {
@@ -94,10 +94,10 @@ async fn checkout(
     let (clock, id, deferred_at) = (shop.clock, order.id, shop.clock.ms());
     let finished = shop.finished.clone();
     batch! {
-        inventory: http_post(format!("{}/reserve", s.inventory)).json(&order) => Reservation,
-        warehouse: http_post(format!("{}/notify", s.warehouse)).json(&order),
-        analytics: http_post(format!("{}/event", s.analytics)).json(&order),
-        crm:       http_post(format!("{}/touch", s.crm)).json(&order),
+        inventory: Request::post(format!("{}/reserve", s.inventory)).json(&order) => Reservation,
+        warehouse: Request::post(format!("{}/notify", s.warehouse)).json(&order),
+        analytics: Request::post(format!("{}/event", s.analytics)).json(&order),
+        crm:       Request::post(format!("{}/touch", s.crm)).json(&order),
 
         then move |_, ok| clock.log(format_args!(
             "order {id}: deferred batch ok (reservation {})", ok.inventory.reservation
@@ -237,7 +237,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let started = clock.ms();
         let response = customer
-            .send(http_post(format!("{shop_url}/checkout")).json(&order))
+            .send(Request::post(format!("{shop_url}/checkout")).json(&order))
             .await?;
         let body: serde_json::Value = response.json()?;
         let took = clock.ms() - started;

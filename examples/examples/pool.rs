@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use batch_runtime::{batch, get as http_get, Client};
+use batch_runtime::{batch, Client, Request};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -43,9 +43,9 @@ async fn dashboard(
     Path(id): Path<u32>,
 ) -> Result<Json<Dashboard>, (StatusCode, String)> {
     let all = batch! {
-        user:          http_get(format!("/users/{id}")) => User,
-        orders:        http_get(format!("/users/{id}/orders")) => Vec<OrderSummary>,
-        notifications: http_get(format!("/users/{id}/notifications")) => Vec<Notification>,
+        user:          Request::get(format!("/users/{id}")) => User,
+        orders:        Request::get(format!("/users/{id}/orders")) => Vec<OrderSummary>,
+        notifications: Request::get(format!("/users/{id}/notifications")) => Vec<Notification>,
     }
     .send(&api)
     .await;
@@ -108,7 +108,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let started = Instant::now();
     let response = Client::new()
-        .send(http_get(format!("{shop}/dashboard/7")))
+        .send(Request::get(format!("{shop}/dashboard/7")))
         .await?;
     let body: serde_json::Value = response.json()?;
     println!(

@@ -10,7 +10,7 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use batch_runtime::{get as http_get, Batch, Client};
+use batch_runtime::{Batch, Client, Request};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[tokio::main]
@@ -46,7 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")?.progress_chars("=> "),
     );
     let started = Instant::now();
-    let urls = (0..n).map(|i| http_get(format!("{base}/item/{i}")));
+    let urls = (0..n).map(|i| Request::get(format!("{base}/item/{i}")));
     let results = Batch::new(urls)
         .concurrency(16)
         .progress(|b, _, _| {

@@ -4,12 +4,12 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{Request, StatusCode};
+use axum::http::{self, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use batch_runtime::defer::{DeferLayer, DeferRuntime, Deferred};
 use batch_runtime::fake::{Fake, Reply};
-use batch_runtime::{post as http_post, Batch, Client, Method};
+use batch_runtime::{Batch, Client, Method, Request};
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -27,14 +27,17 @@ async fn checkout(
 ) -> Result<Json<Value>, StatusCode> {
     // The response needs the charge: send it now.
     let charge: Charge = client
-        .send(http_post("/payments/charge").json(&order))
+        .send(Request::post("/payments/charge").json(&order))
         .await
         .and_then(|r| r.json())
         .map_err(|_| StatusCode::BAD_GATEWAY)?;
     // The response does not need these: defer them.
     Batch::keyed([
-        ("inventory", http_post("/inventory/reserve").json(&order)),
-        ("warehouse", http_post("/warehouse/notify").json(&order)),
+        (
+            "inventory",
+            Request::post("/inventory/reserve").json(&order),
+        ),
+        ("warehouse", Request::post("/warehouse/notify").json(&order)),
     ])
     .defer(&client, &deferred)
     .name("fulfilment");
@@ -69,7 +72,7 @@ async fn checkout_returns_the_confirmation_and_defers_inventory_and_warehouse() 
     fake.stub(Method::POST, "*/warehouse/*", Reply::ok());
     let (app, runtime) = shop(&fake);
 
-    let request = Request::post("/checkout")
+    let request = http::Request::post("/checkout")
         .header("content-type", "application/json")
         .body(Body::from(r#"{"sku":"tea","qty":2}"#))
         .expect("request");
@@ -102,7 +105,7 @@ async fn a_failed_checkout_defers_nothing() {
     let fake = Fake::new();
     fake.stub(Method::POST, "*/payments/charge", Reply::status(402));
     let (app, runtime) = shop(&fake);
-    let request = Request::post("/checkout")
+    let request = http::Request::post("/checkout")
         .header("content-type", "application/json")
         .body(Body::from("{}"))
         .expect("request");

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{Request, StatusCode};
+use axum::http::{self, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use batch_runtime::defer::{DeferLayer, DeferRuntime, Deferred, Registered};
-use batch_runtime::{post as http_post, Client};
+use batch_runtime::{Client, Request};
 use batch_tests::{serve, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,7 +24,10 @@ use tower::ServiceExt;
 fn record<'d>(deferred: &'d Deferred, upstream: &str, name: &str) -> Registered<'d> {
     let url = format!("{upstream}/record/{name}");
     deferred.spawn(async move {
-        Client::new().send(http_post(url)).await.expect("record");
+        Client::new()
+            .send(Request::post(url))
+            .await
+            .expect("record");
     })
 }
 
@@ -50,7 +53,10 @@ async fn slow_body(State(shared): State<Shared>, deferred: Deferred) -> Body {
     deferred
         .spawn(async move {
             events.lock().unwrap().push("work started".to_owned());
-            Client::new().send(http_post(url)).await.expect("record");
+            Client::new()
+                .send(Request::post(url))
+                .await
+                .expect("record");
         })
         .name("after-body");
     let events = shared.events.clone();
@@ -152,7 +158,7 @@ async fn deferred_work_is_skipped_on_status_500_unless_always() {
     let client = Client::new();
 
     let err = client
-        .send(http_post(format!("http://{addr}/fails")))
+        .send(Request::post(format!("http://{addr}/fails")))
         .await
         .expect_err("500");
     assert_eq!(err.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
@@ -161,7 +167,7 @@ async fn deferred_work_is_skipped_on_status_500_unless_always() {
     assert_eq!(runtime.stats().skipped, 1);
 
     client
-        .send(http_post(format!("http://{addr}/succeeds")))
+        .send(Request::post(format!("http://{addr}/succeeds")))
         .await
         .expect("200");
     runtime.wait_idle().await;
@@ -251,7 +257,9 @@ async fn a_dropped_handler_runs_only_always_work() {
         )
         .layer(DeferLayer::new(&runtime));
 
-    let request = Request::get("/hangs").body(Body::empty()).expect("request");
+    let request = http::Request::get("/hangs")
+        .body(Body::empty())
+        .expect("request");
     let response = app.oneshot(request);
     tokio::select! {
         _ = response => panic!("the handler never answers"),
@@ -267,7 +275,11 @@ async fn a_dropped_handler_runs_only_always_work() {
 async fn the_extractor_without_the_layer_says_how_to_fix_it() {
     let app = Router::new().route("/", get(|_deferred: Deferred| async { "unreachable" }));
     let response = app
-        .oneshot(Request::get("/").body(Body::empty()).expect("request"))
+        .oneshot(
+            http::Request::get("/")
+                .body(Body::empty())
+                .expect("request"),
+        )
         .await
         .expect("infallible");
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);

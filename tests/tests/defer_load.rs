@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::Router;
 use batch_runtime::defer::{DeferLayer, DeferRuntime, Deferred};
-use batch_runtime::{post as http_post, Batch, Client};
+use batch_runtime::{Batch, Client, Request};
 use batch_tests::Upstream;
 
 const REQUESTS: usize = 2_000;
@@ -21,7 +21,7 @@ async fn order(
 ) -> &'static str {
     Batch::keyed(
         ["inventory", "warehouse", "crm"]
-            .map(|service| (service, http_post(format!("/record/{id}-{service}")))),
+            .map(|service| (service, Request::post(format!("/record/{id}-{service}")))),
     )
     .catch(|_, key, err| panic!("deferred {key} failed: {err}"))
     .defer(&upstream, &deferred);
@@ -54,7 +54,7 @@ async fn graceful_shutdown_under_load_loses_no_deferred_request() {
     });
 
     let started = Instant::now();
-    let replies = Batch::new((0..REQUESTS).map(|id| http_post(format!("{shop}/order/{id}"))))
+    let replies = Batch::new((0..REQUESTS).map(|id| Request::post(format!("{shop}/order/{id}"))))
         .concurrency(32)
         .try_send(&Client::new())
         .await

@@ -10,11 +10,14 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
 use batch_runtime::defer::{self, DeferLayer, DeferRuntime, Deferred};
-use batch_runtime::{get, post as http_post, Batch, Client};
+use batch_runtime::{Batch, Client, Request};
 use batch_tests::{serve, Upstream};
 
 async fn record(url: String) {
-    Client::new().send(http_post(url)).await.expect("record");
+    Client::new()
+        .send(Request::post(url))
+        .await
+        .expect("record");
 }
 
 static FINALLY_RAN: AtomicUsize = AtomicUsize::new(0);
@@ -25,7 +28,7 @@ async fn panics(State(upstream): State<String>, deferred: Deferred) -> &'static 
         .name("explodes");
     // A deferred batch whose arm panics: `finally` still runs, then the
     // panic is caught by the runtime.
-    Batch::keyed([("ping", get(format!("{upstream}/json/1")))])
+    Batch::keyed([("ping", Request::get(format!("{upstream}/json/1")))])
         .then(|_, _| panic!("then arm blew up"))
         .finally(|_, _| {
             FINALLY_RAN.fetch_add(1, Ordering::SeqCst);
@@ -48,7 +51,7 @@ async fn panicking_deferred_work_leaves_the_server_serving() {
 
     for _ in 0..3 {
         let reply = client
-            .send(http_post(format!("{base}/panics")))
+            .send(Request::post(format!("{base}/panics")))
             .await
             .expect("the server keeps serving");
         assert_eq!(reply.text(), "ok");
@@ -98,7 +101,7 @@ async fn work_deferred_from_deferred_work_runs() {
     let base = format!("http://{}", serve(app).await);
 
     Client::new()
-        .send(http_post(format!("{base}/nests")))
+        .send(Request::post(format!("{base}/nests")))
         .await
         .expect("ok");
     runtime.wait_idle().await;
@@ -132,7 +135,7 @@ async fn forget_cancels_named_work() {
     let base = format!("http://{}", serve(app).await);
 
     Client::new()
-        .send(http_post(format!("{base}/forgets")))
+        .send(Request::post(format!("{base}/forgets")))
         .await
         .expect("ok");
     runtime.wait_idle().await;
@@ -191,7 +194,7 @@ async fn concurrency_is_bounded_as_measured_at_the_upstream() {
         let (client, url) = (client.clone(), upstream.url("/delay/40"));
         runtime
             .spawn(async move {
-                client.send(get(url)).await.expect("delay");
+                client.send(Request::get(url)).await.expect("delay");
             })
             .expect("accepted");
     }
@@ -217,7 +220,10 @@ async fn shutdown_drains_queued_work_within_the_grace_period() {
         let delay = upstream.url("/delay/20");
         runtime
             .spawn_named(format!("job-{i}"), async move {
-                Client::new().send(get(delay)).await.expect("delay");
+                Client::new()
+                    .send(Request::get(delay))
+                    .await
+                    .expect("delay");
                 record(url).await;
             })
             .expect("accepted");
@@ -264,7 +270,7 @@ async fn shutdown_reports_work_abandoned_past_the_grace_period() {
     let hang = upstream.url("/hang");
     runtime
         .spawn_named("hangs", async move {
-            let _ = Client::new().send(get(hang)).await;
+            let _ = Client::new().send(Request::get(hang)).await;
             done.fetch_add(1, Ordering::SeqCst);
         })
         .expect("accepted");
@@ -298,7 +304,7 @@ async fn a_scope_runs_its_deferred_work_after_its_body_and_waits_for_it() {
             later.lock().unwrap().push("deferred");
             record(url).await;
         });
-        Batch::keyed([("one", http_post(upstream_ref.url("/record/batch-one")))])
+        Batch::keyed([("one", Request::post(upstream_ref.url("/record/batch-one")))])
             .defer(&client, &deferred)
             .name("batch");
         in_body.lock().unwrap().push("body");

@@ -4,7 +4,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use batch_runtime::{get, Batch, BatchState, Client, ErrorKind};
+use batch_runtime::{Batch, BatchState, Client, ErrorKind, Request};
 use batch_tests::{refused_url, Upstream};
 use futures::FutureExt;
 
@@ -41,9 +41,9 @@ async fn lifecycle_arms_run_in_order_with_exact_counters() {
         log.clone(),
     );
     let results = Batch::keyed([
-        ("slow", get("/delay/150")),
-        ("fast", get("/delay/10")),
-        ("broken", get("/status/500")),
+        ("slow", Request::get("/delay/150")),
+        ("fast", Request::get("/delay/10")),
+        ("broken", Request::get("/status/500")),
     ])
     .before(move |b| note(&l1, "before", "", b))
     .progress(move |b, key, _| note(&l2, "progress", key, b))
@@ -86,7 +86,7 @@ async fn then_runs_once_with_every_value_when_nothing_failed() {
     let upstream = Upstream::start().await;
     let mut then_calls = 0;
     let mut finally_saw_finished = false;
-    let values = Batch::new((1..=4).map(|n| get(format!("/json/{n}"))))
+    let values = Batch::new((1..=4).map(|n| Request::get(format!("/json/{n}"))))
         .json::<serde_json::Value>()
         .then(|b, ok| {
             then_calls += 1;
@@ -108,11 +108,15 @@ async fn then_is_skipped_when_any_request_fails() {
     let upstream = Upstream::start().await;
     let mut then_ran = false;
     let mut finally_ran = 0;
-    let results = Batch::new([get("/json/1"), get("/status/404"), get("/json/2")])
-        .then(|_, _| then_ran = true)
-        .finally(|_, _| finally_ran += 1)
-        .send(&client(&upstream))
-        .await;
+    let results = Batch::new([
+        Request::get("/json/1"),
+        Request::get("/status/404"),
+        Request::get("/json/2"),
+    ])
+    .then(|_, _| then_ran = true)
+    .finally(|_, _| finally_ran += 1)
+    .send(&client(&upstream))
+    .await;
     assert!(!then_ran);
     assert_eq!(finally_ran, 1);
     assert!(results[1].as_ref().unwrap_err().is_status());
@@ -123,7 +127,7 @@ async fn results_are_in_definition_order_when_completion_order_is_reversed() {
     let upstream = Upstream::start().await;
     let mut completion = Vec::new();
     let delays = [300, 200, 100, 0];
-    let results = Batch::new(delays.map(|ms| get(format!("/delay/{ms}"))))
+    let results = Batch::new(delays.map(|ms| Request::get(format!("/delay/{ms}"))))
         .json::<serde_json::Value>()
         .progress(|_, index, _| completion.push(index))
         .send(&client(&upstream))
@@ -140,7 +144,7 @@ async fn results_are_in_definition_order_when_completion_order_is_reversed() {
 async fn concurrency_never_exceeds_the_limit_at_the_server() {
     let upstream = Upstream::start().await;
     let mut max_seen_by_arms = 0;
-    let results = Batch::new((0..40).map(|_| get("/delay/20")))
+    let results = Batch::new((0..40).map(|_| Request::get("/delay/20")))
         .concurrency(5)
         .progress(|b, _, _| max_seen_by_arms = max_seen_by_arms.max(b.processed_requests()))
         .send(&client(&upstream))
@@ -159,7 +163,7 @@ async fn concurrency_never_exceeds_the_limit_at_the_server() {
 #[tokio::test]
 async fn large_dynamic_batch_uses_the_default_limit() {
     let upstream = Upstream::start().await;
-    let results = Batch::new((0..300).map(|_| get("/delay/5")))
+    let results = Batch::new((0..300).map(|_| Request::get("/delay/5")))
         .send(&client(&upstream))
         .await;
     assert!(results.iter().all(Result::is_ok));
@@ -170,7 +174,7 @@ async fn large_dynamic_batch_uses_the_default_limit() {
 async fn three_requests_of_200ms_run_concurrently_not_sequentially() {
     let upstream = Upstream::start().await;
     let started = Instant::now();
-    let results = Batch::new((0..3).map(|_| get("/delay/200")))
+    let results = Batch::new((0..3).map(|_| Request::get("/delay/200")))
         .send(&client(&upstream))
         .await;
     let took = started.elapsed();
@@ -188,7 +192,7 @@ async fn client_timeout_ends_a_hanging_request() {
         .build()
         .unwrap();
     let started = Instant::now();
-    let err = client.send(get("/hang")).await.unwrap_err();
+    let err = client.send(Request::get("/hang")).await.unwrap_err();
     assert!(err.is_timeout(), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(err.to_string().contains("/hang"), "{err}");
@@ -201,10 +205,10 @@ async fn client_timeout_ends_a_hanging_request() {
 async fn per_request_timeout_overrides_the_default() {
     let upstream = Upstream::start().await;
     let results = Batch::keyed([
-        ("patient", get("/delay/50")),
+        ("patient", Request::get("/delay/50")),
         (
             "impatient",
-            get("/hang").timeout(Duration::from_millis(100)),
+            Request::get("/hang").timeout(Duration::from_millis(100)),
         ),
     ])
     .send(&client(&upstream))
@@ -220,11 +224,14 @@ async fn deadline_fails_unfinished_requests_and_catch_sees_them() {
     let upstream = Upstream::start().await;
     let mut caught = Vec::new();
     let started = Instant::now();
-    let results = Batch::keyed([("quick", get("/delay/10")), ("stuck", get("/hang"))])
-        .deadline(Duration::from_millis(300))
-        .catch(|_, key, err| caught.push((key, err.kind().clone())))
-        .send(&client(&upstream))
-        .await;
+    let results = Batch::keyed([
+        ("quick", Request::get("/delay/10")),
+        ("stuck", Request::get("/hang")),
+    ])
+    .deadline(Duration::from_millis(300))
+    .catch(|_, key, err| caught.push((key, err.kind().clone())))
+    .send(&client(&upstream))
+    .await;
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(results[0].is_ok());
     assert!(results[1].as_ref().unwrap_err().is_timeout());
@@ -238,10 +245,10 @@ async fn fail_fast_cancels_the_rest_without_catch() {
     let mut failed_at_finally = 0;
     let started = Instant::now();
     let results = Batch::keyed([
-        ("a", get("/hang")),
-        ("b", get("/status/503")),
-        ("c", get("/hang")),
-        ("d", get("/delay/10")),
+        ("a", Request::get("/hang")),
+        ("b", Request::get("/status/503")),
+        ("c", Request::get("/hang")),
+        ("d", Request::get("/delay/10")),
     ])
     .concurrency(3)
     .fail_fast()
@@ -269,14 +276,13 @@ async fn retry_honours_retry_after_and_arms_see_only_the_final_attempt() {
     let mut progress_calls = 0;
     let mut catch_calls = 0;
     let started = Instant::now();
-    let results =
-        Batch::new([get("/flaky/a/2/1")
-            .retry(batch_runtime::Retry::times(3).backoff(Duration::from_millis(1)))])
-        .json::<serde_json::Value>()
-        .progress(|_, _, _| progress_calls += 1)
-        .catch(|_, _, _| catch_calls += 1)
-        .send(&client(&upstream))
-        .await;
+    let results = Batch::new([Request::get("/flaky/a/2/1")
+        .retry(batch_runtime::Retry::times(3).backoff(Duration::from_millis(1)))])
+    .json::<serde_json::Value>()
+    .progress(|_, _, _| progress_calls += 1)
+    .catch(|_, _, _| catch_calls += 1)
+    .send(&client(&upstream))
+    .await;
     let took = started.elapsed();
     let body = results[0].as_ref().expect("third attempt succeeds");
     assert_eq!(body["attempts"], 3);
@@ -289,7 +295,7 @@ async fn retry_honours_retry_after_and_arms_see_only_the_final_attempt() {
 async fn retry_after_beyond_the_cap_ends_the_retries() {
     let upstream = Upstream::start().await;
     let err = client(&upstream)
-        .send(get("/flaky/b/5/120").retry(batch_runtime::Retry::times(3)))
+        .send(Request::get("/flaky/b/5/120").retry(batch_runtime::Retry::times(3)))
         .await
         .unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(503));
@@ -303,7 +309,7 @@ async fn panicking_arm_still_runs_finally_then_the_panic_resumes() {
     let seen = finally_ran.clone();
     let client = client(&upstream);
     let outcome = AssertUnwindSafe(
-        Batch::new([get("/json/1"), get("/json/2")])
+        Batch::new([Request::get("/json/1"), Request::get("/json/2")])
             .progress(|_, _, _| panic!("bug in progress"))
             .finally(move |b, all| {
                 *seen.lock().unwrap() = Some((b.processed_requests(), all.len()))
@@ -324,7 +330,7 @@ async fn panicking_finally_resumes_too() {
     let upstream = Upstream::start().await;
     let client = client(&upstream);
     let outcome = AssertUnwindSafe(
-        Batch::new([get("/json/1")])
+        Batch::new([Request::get("/json/1")])
             .finally(|_, _| panic!("bug in finally"))
             .send(&client),
     )
@@ -339,7 +345,7 @@ async fn async_arms_await_inside_and_fnmut_arms_mutate_state() {
     let mut order = Vec::new();
     let log = Arc::new(tokio::sync::Mutex::new(Vec::new()));
     let async_log = log.clone();
-    Batch::new([get("/delay/30"), get("/delay/1")])
+    Batch::new([Request::get("/delay/30"), Request::get("/delay/1")])
         .before(|_| order.push("before"))
         .progress_async(|b, index, _| {
             // Copy out what the future needs; it must not borrow the arguments.
@@ -361,7 +367,7 @@ async fn slow_arm_does_not_stall_requests_in_flight() {
     let upstream = Upstream::start().await;
     let started = Instant::now();
     let mut first = true;
-    let results = Batch::new([get("/delay/1"), get("/delay/300")])
+    let results = Batch::new([Request::get("/delay/1"), Request::get("/delay/300")])
         .progress_async(|_, _, _| {
             let pause = if std::mem::take(&mut first) { 300 } else { 0 };
             tokio::time::sleep(Duration::from_millis(pause))
@@ -399,7 +405,7 @@ async fn empty_batch_runs_before_then_finally() {
 async fn refused_connection_is_a_connect_failure_that_reaches_catch() {
     let url = refused_url().await;
     let mut caught = Vec::new();
-    let results = Batch::keyed([("down", get(format!("{url}/x")))])
+    let results = Batch::keyed([("down", Request::get(format!("{url}/x")))])
         .catch(|_, key, err| caught.push((key, err.is_connect())))
         .send(&Client::new())
         .await;

@@ -1,6 +1,6 @@
 //! Bad input gets a clear error, before any I/O when it can be.
 
-use batch_runtime::{get, post, Batch, Client, ErrorKind};
+use batch_runtime::{Batch, Client, ErrorKind, Request};
 use batch_tests::Upstream;
 use serde::Deserialize;
 
@@ -15,8 +15,8 @@ fn client(upstream: &Upstream) -> Client {
 async fn status_error_keeps_the_response_and_its_body() {
     let upstream = Upstream::start().await;
     let results = Batch::keyed([
-        ("missing", get("/status/404")),
-        ("broken", get("/status/502")),
+        ("missing", Request::get("/status/404")),
+        ("broken", Request::get("/status/502")),
     ])
     .send(&client(&upstream))
     .await;
@@ -41,9 +41,13 @@ async fn oversized_body_is_refused() {
         .body_limit(1_000)
         .build()
         .unwrap();
-    let results = Batch::new([get("/bytes/1000"), get("/bytes/1001"), get("/bytes/200000")])
-        .send(&small)
-        .await;
+    let results = Batch::new([
+        Request::get("/bytes/1000"),
+        Request::get("/bytes/1001"),
+        Request::get("/bytes/200000"),
+    ])
+    .send(&small)
+    .await;
     assert_eq!(results[0].as_ref().unwrap().bytes().len(), 1000);
     for result in &results[1..] {
         let err = result.as_ref().unwrap_err();
@@ -66,8 +70,8 @@ struct Reservation {
 async fn invalid_json_for_a_typed_slot_is_a_decode_failure() {
     let upstream = Upstream::start().await;
     let results = Batch::keyed([
-        ("reservation", get("/invalid-json")),
-        ("shape", get("/json/1")),
+        ("reservation", Request::get("/invalid-json")),
+        ("shape", Request::get("/json/1")),
     ])
     .json::<Reservation>()
     .send(&client(&upstream))
@@ -89,7 +93,7 @@ async fn malformed_urls_are_refused_before_any_io() {
         ("/relative", "no base URL"),
         ("not a url", "no base URL"),
     ] {
-        let err = no_base.send(get(target)).await.unwrap_err();
+        let err = no_base.send(Request::get(target)).await.unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::InvalidUrl, "{target}: {err}");
         assert!(err.to_string().contains(needle), "{target}: {err}");
     }
@@ -113,7 +117,7 @@ async fn base_url_escape_is_refused_before_io_against_a_real_server() {
         "/../json/1".into(),
         other.url("/json/1"),
     ] {
-        let err = c.send(get(&target)).await.unwrap_err();
+        let err = c.send(Request::get(&target)).await.unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::BaseUrlEscape, "{target}: {err}");
     }
     assert_eq!(
@@ -129,8 +133,11 @@ async fn unserializable_values_and_bad_headers_are_builder_errors() {
     let mut map = std::collections::HashMap::new();
     map.insert(vec![1u8], 2);
     let results = Batch::keyed([
-        ("body", post("/echo").json(&map)),
-        ("header", get("/echo").header("x-bad", "line\nbreak")),
+        ("body", Request::post("/echo").json(&map)),
+        (
+            "header",
+            Request::get("/echo").header("x-bad", "line\nbreak"),
+        ),
     ])
     .send(&client(&upstream))
     .await;

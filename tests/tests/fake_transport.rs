@@ -4,7 +4,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use batch_runtime::fake::{Fake, RecordedRequest, Reply, Sequence};
-use batch_runtime::{get, post, Batch, Client, ErrorKind, Method};
+use batch_runtime::{Batch, Client, ErrorKind, Method, Request};
 use serde::Deserialize;
 
 fn client(fake: &Fake) -> Client {
@@ -31,11 +31,11 @@ async fn send_two(fake: &Fake) {
     let results = Batch::keyed([
         (
             "inventory",
-            post("/inventory/reserve").json(&serde_json::json!({ "sku": "A1" })),
+            Request::post("/inventory/reserve").json(&serde_json::json!({ "sku": "A1" })),
         ),
         (
             "warehouse",
-            post("/warehouse/notify").json(&serde_json::json!({ "order": 7 })),
+            Request::post("/warehouse/notify").json(&serde_json::json!({ "order": 7 })),
         ),
     ])
     .concurrency(1)
@@ -139,7 +139,7 @@ async fn stray_request_is_refused_naming_it_and_the_rules() {
     let fake = Fake::new();
     fake.stub(Method::GET, "*/users/*", Reply::ok());
     let err = client(&fake)
-        .send(post("/payments/charge"))
+        .send(Request::post("/payments/charge"))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::UnmatchedFake);
@@ -158,7 +158,7 @@ async fn stray_request_is_refused_naming_it_and_the_rules() {
 async fn allowed_stray_requests_get_an_empty_ok() {
     let fake = Fake::new();
     fake.allow_stray_requests();
-    let response = client(&fake).send(get("/anything")).await.unwrap();
+    let response = client(&fake).send(Request::get("/anything")).await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
     assert!(response.bytes().is_empty());
 }
@@ -174,12 +174,15 @@ async fn rules_match_in_order_by_method_and_glob() {
         Reply::text("created").with_status(201),
     );
     let c = client(&fake);
-    assert_eq!(c.send(get("/users/1")).await.unwrap().text(), "first");
     assert_eq!(
-        c.send(get("/users/2?x=1")).await.unwrap().text(),
+        c.send(Request::get("/users/1")).await.unwrap().text(),
+        "first"
+    );
+    assert_eq!(
+        c.send(Request::get("/users/2?x=1")).await.unwrap().text(),
         "any user"
     );
-    let created = c.send(post("/users/3")).await.unwrap();
+    let created = c.send(Request::post("/users/3")).await.unwrap();
     assert_eq!(
         (created.status().as_u16(), created.text()),
         (201, "created".to_owned())
@@ -199,7 +202,7 @@ async fn sequences_reply_in_turn_then_when_empty() {
     );
     let c = client(&fake);
     assert_eq!(
-        c.send(get("/a"))
+        c.send(Request::get("/a"))
             .await
             .unwrap_err()
             .status()
@@ -207,9 +210,9 @@ async fn sequences_reply_in_turn_then_when_empty() {
             .as_u16(),
         503
     );
-    assert!(c.send(get("/a")).await.is_ok());
+    assert!(c.send(Request::get("/a")).await.is_ok());
     assert_eq!(
-        c.send(get("/a"))
+        c.send(Request::get("/a"))
             .await
             .unwrap_err()
             .status()
@@ -218,7 +221,7 @@ async fn sequences_reply_in_turn_then_when_empty() {
         410
     );
     assert_eq!(
-        c.send(get("/a"))
+        c.send(Request::get("/a"))
             .await
             .unwrap_err()
             .status()
@@ -233,8 +236,8 @@ async fn exhausted_sequence_without_when_empty_is_an_error() {
     let fake = Fake::new();
     fake.stub(Method::GET, "*", Sequence::new().push(Reply::ok()));
     let c = client(&fake);
-    assert!(c.send(get("/a")).await.is_ok());
-    let err = c.send(get("/a")).await.unwrap_err();
+    assert!(c.send(Request::get("/a")).await.is_ok());
+    let err = c.send(Request::get("/a")).await.unwrap_err();
     assert!(err.to_string().contains("exhausted"), "{err}");
 }
 
@@ -245,7 +248,7 @@ async fn closure_replies_see_the_request() {
         Reply::json(serde_json::json!({ "got": request.json::<serde_json::Value>() }))
     });
     let response = client(&fake)
-        .send(post("/echo").json(&serde_json::json!({ "n": 5 })))
+        .send(Request::post("/echo").json(&serde_json::json!({ "n": 5 })))
         .await
         .unwrap();
     assert_eq!(response.json::<serde_json::Value>().unwrap()["got"]["n"], 5);
@@ -262,10 +265,18 @@ async fn failed_connection_and_timeout_replies_are_real_errors() {
         Reply::ok().delay(Duration::from_secs(60)),
     );
     let c = client(&fake);
-    assert!(c.send(get("/down")).await.unwrap_err().is_connect());
-    assert!(c.send(get("/slow")).await.unwrap_err().is_timeout());
+    assert!(c
+        .send(Request::get("/down"))
+        .await
+        .unwrap_err()
+        .is_connect());
+    assert!(c
+        .send(Request::get("/slow"))
+        .await
+        .unwrap_err()
+        .is_timeout());
     let late = c
-        .send(get("/late").timeout(Duration::from_millis(50)))
+        .send(Request::get("/late").timeout(Duration::from_millis(50)))
         .await
         .unwrap_err();
     assert!(
@@ -279,7 +290,7 @@ async fn delayed_replies_run_concurrently_in_a_batch() {
     let fake = Fake::new();
     fake.stub_any("*", Reply::ok().delay(Duration::from_millis(200)));
     let started = std::time::Instant::now();
-    let results = Batch::new((0..3).map(|i| get(format!("/item/{i}"))))
+    let results = Batch::new((0..3).map(|i| Request::get(format!("/item/{i}"))))
         .send(&client(&fake))
         .await;
     assert!(results.iter().all(Result::is_ok));
@@ -306,11 +317,14 @@ async fn typed_slots_decode_and_invalid_json_is_a_decode_failure() {
     );
     fake.stub(Method::POST, "*/bad", Reply::text("<html>oops</html>"));
     let mut caught = Vec::new();
-    let results = Batch::keyed([("good", post("/good")), ("bad", post("/bad"))])
-        .json::<Charge>()
-        .catch(|_, key, err| caught.push((key, err.is_decode())))
-        .send(&client(&fake))
-        .await;
+    let results = Batch::keyed([
+        ("good", Request::post("/good")),
+        ("bad", Request::post("/bad")),
+    ])
+    .json::<Charge>()
+    .catch(|_, key, err| caught.push((key, err.is_decode())))
+    .send(&client(&fake))
+    .await;
     assert_eq!(
         results[0].as_ref().unwrap(),
         &Charge {
@@ -338,7 +352,7 @@ async fn body_limit_applies_to_fake_replies() {
         .body_limit(1024)
         .build()
         .unwrap();
-    let err = c.send(get("http://big.test/")).await.unwrap_err();
+    let err = c.send(Request::get("http://big.test/")).await.unwrap_err();
     assert!(err.is_body_too_large(), "{err}");
 }
 
@@ -352,7 +366,7 @@ async fn base_url_escape_is_refused_before_anything_is_sent() {
         "/../admin",
         "http://evil.example/api/x",
     ] {
-        let err = c.send(get(target)).await.unwrap_err();
+        let err = c.send(Request::get(target)).await.unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::BaseUrlEscape, "{target}: {err}");
         assert!(err.to_string().contains("refused"), "{err}");
     }

@@ -216,7 +216,7 @@ async fn async_arms_await_inside_and_run_before_the_next_arm() {
             let ns = [ok.one.n, ok.two.n];
             async move {
                 for n in ns {
-                    let sent = client_ref.send(batch_runtime::post(format!("/record/then-{n}"))).await;
+                    let sent = client_ref.send(batch_runtime::Request::post(format!("/record/then-{n}"))).await;
                     log.lock().unwrap().push(format!("then {n} {}", sent.is_ok()));
                 }
             }

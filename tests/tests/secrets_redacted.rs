@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use batch_runtime::{get, Batch, Client};
+use batch_runtime::{Batch, Client, Request};
 use batch_tests::Upstream;
 
 /// A `MakeWriter` that appends to a shared buffer.
@@ -51,11 +51,11 @@ async fn secrets_are_absent_from_debug_display_and_traces() {
         .header("cookie", "session=cookie-s3cret")
         .build()
         .unwrap();
-    let request = get("/status/500")
+    let request = Request::get("/status/500")
         .bearer_auth("request-s3cret")
         .header("proxy-authorization", "Basic proxy-s3cret");
     let shown_request = format!("{request:?}");
-    let results = Batch::keyed([("leaky", request), ("echo", get("/echo"))])
+    let results = Batch::keyed([("leaky", request), ("echo", Request::get("/echo"))])
         .send(&client)
         .await;
     let err = results[0].as_ref().unwrap_err();

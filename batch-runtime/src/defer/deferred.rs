@@ -435,7 +435,7 @@ where
     /// ```
     /// use batch_runtime::defer::{self, DeferRuntime};
     /// use batch_runtime::fake::{Fake, Reply};
-    /// use batch_runtime::{post, Batch, Method};
+    /// use batch_runtime::{Batch, Method, Request};
     ///
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// let fake = Fake::new();
@@ -445,8 +445,8 @@ where
     ///
     /// defer::scope(&runtime, |deferred| async move {
     ///     Batch::keyed([
-    ///         ("inventory", post("http://inventory.test/reserve")),
-    ///         ("warehouse", post("http://warehouse.test/notify")),
+    ///         ("inventory", Request::post("http://inventory.test/reserve")),
+    ///         ("warehouse", Request::post("http://warehouse.test/notify")),
     ///     ])
     ///     .catch(|_, key, err| eprintln!("{key} failed: {err}"))
     ///     .defer(&client, &deferred)

@@ -18,13 +18,13 @@
 //! use std::time::Duration;
 //! use axum::{routing::post, Json, Router};
 //! use batch_runtime::defer::{DeferLayer, DeferRuntime, Deferred};
-//! use batch_runtime::{post as http_post, Batch, Client};
+//! use batch_runtime::{Batch, Client, Request};
 //!
 //! async fn checkout(deferred: Deferred) -> Json<&'static str> {
 //!     let client = Client::new();
 //!     Batch::keyed([
-//!         ("warehouse", http_post("http://127.0.0.1:9000/notify")),
-//!         ("crm", http_post("http://127.0.0.1:9001/event")),
+//!         ("warehouse", Request::post("http://127.0.0.1:9000/notify")),
+//!         ("crm", Request::post("http://127.0.0.1:9001/event")),
 //!     ])
 //!         .catch(|_, key, err| tracing::warn!(%key, %err, "deferred call failed"))
 //!         .defer(&client, &deferred);

@@ -1,8 +1,8 @@
 // The user sends the same batch twice; `send` consumes it, so the second is refused.
-use batch_runtime::{get, Batch, Client};
+use batch_runtime::{Batch, Client, Request};
 
 async fn twice(client: Client) {
-    let users = Batch::new([get("http://users.test/7")]);
+    let users = Batch::new([Request::get("http://users.test/7")]);
     let _first = users.send(&client).await;
     let _second = users.send(&client).await;
 }

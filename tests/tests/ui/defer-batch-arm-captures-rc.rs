@@ -3,11 +3,11 @@
 use std::rc::Rc;
 
 use batch_runtime::defer::Deferred;
-use batch_runtime::{post, Batch, Client};
+use batch_runtime::{Batch, Client, Request};
 
 fn handler(client: &Client, deferred: &Deferred) {
     let seen = Rc::new(std::cell::Cell::new(0));
-    Batch::keyed([("crm", post("http://crm.test/event"))])
+    Batch::keyed([("crm", Request::post("http://crm.test/event"))])
         .progress(move |_, _, _| seen.set(seen.get() + 1))
         .defer(client, deferred);
 }

@@ -1,11 +1,11 @@
 // The user tries to use the results of a deferred batch in the response:
 // `defer` returns a registration, not the results, so this cannot compile.
 use batch_runtime::defer::{self, DeferRuntime};
-use batch_runtime::{get, Batch, Client};
+use batch_runtime::{Batch, Client, Request};
 
 async fn handler(runtime: DeferRuntime, client: Client) -> usize {
     defer::scope(&runtime, |deferred| async move {
-        let results = Batch::new([get("http://users.test/1")])
+        let results = Batch::new([Request::get("http://users.test/1")])
             .defer(&client, &deferred)
             .await;
         results.len()
