@@ -1,6 +1,23 @@
 //! An in-process fake transport for tests: stubbed replies, recorded
 //! requests and assertions. No socket is opened.
 //!
+//! **How patterns match**, in the manner of Laravel's `Http::fake`: a
+//! pattern that starts with `/` matches the URL's path on any host
+//! (`/api/payments/*` matches `http://shop.test/api/payments/charge`; the
+//! path as sent, so a base URL's path is part of it); a pattern with a host
+//! matches that host and port (`shop.test/api/*`, or with a scheme,
+//! `http://shop.test/*`; a host with no path, `shop.test`, matches every
+//! path on it); a pattern that starts with `*` matches the whole URL
+//! (`*/payments/*`); `*` alone matches anything, and a `*` anywhere matches
+//! any run of characters, `/` included. Everything else is literal. The
+//! query string is ignored unless the pattern contains a `?` (then
+//! `/search?q=*` matches the path and query); the fragment is never
+//! matched. Rules are tried in the order they were added and the first
+//! match answers. When no rule matches, the error names the closest rule:
+//! among the rules for the request's method (or for any method), the one
+//! fewest character edits away from what it would have to match, where `*`
+//! costs nothing.
+//!
 //! ```
 //! use batch_runtime::fake::{Fake, Reply};
 //! use batch_runtime::{Client, Method, Request};
@@ -57,7 +74,7 @@ struct Inner {
 
 struct Rule {
     method: Option<Method>,
-    pattern: String,
+    pattern: Pattern,
     responder: Responder,
 }
 
@@ -285,11 +302,12 @@ impl RecordedRequest {
         serde_json::from_slice(&self.body).ok()
     }
 
-    /// Whether this request matches `pattern`: an URL glob where `*` matches
-    /// anything, optionally prefixed by a method (`"POST */charge"`).
+    /// Whether this request matches `pattern`, optionally prefixed by a
+    /// method (`"POST /api/payments/*"`); patterns match as described in
+    /// the [module docs](self).
     pub fn matches(&self, pattern: &str) -> bool {
         let (method, glob) = split_method(pattern);
-        method.is_none_or(|m| m == self.method) && url_matches(glob, &self.url)
+        method.is_none_or(|m| m == self.method) && Pattern::parse(glob).matches(&self.url)
     }
 }
 
@@ -337,8 +355,10 @@ impl Fake {
             .expect("a fake client without base URL always builds")
     }
 
-    /// Answers requests with `method` whose URL matches the glob `pattern`
-    /// (`*` matches any run of characters, `/` included). Rules are tried in
+    /// Answers requests with `method` whose URL matches `pattern`: a path
+    /// (`/api/payments/*`), a host (`shop.test/api/*`), a whole URL
+    /// (`http://shop.test/*`, `*/payments/*`) or `*`, where `*` matches any
+    /// run of characters (see the [module docs](self)). Rules are tried in
     /// the order they were added; the first match answers.
     pub fn stub(&self, method: Method, pattern: &str, responder: impl Into<Responder>) -> &Self {
         self.add(Some(method), pattern, responder.into())
@@ -362,7 +382,7 @@ impl Fake {
     fn add(&self, method: Option<Method>, pattern: &str, responder: Responder) -> &Self {
         lock(&self.inner.rules).push(Rule {
             method,
-            pattern: pattern.to_owned(),
+            pattern: Pattern::parse(pattern),
             responder,
         });
         self
@@ -442,8 +462,9 @@ impl Fake {
     }
 
     /// Asserts that requests matching `patterns` were sent in this order
-    /// (other requests may come between). Each pattern is an URL glob,
-    /// optionally prefixed by a method: `"POST */inventory/*"`.
+    /// (other requests may come between). Each pattern is a rule's pattern
+    /// (see the [module docs](self)), optionally prefixed by a method:
+    /// `"POST /api/inventory/*"`.
     ///
     /// # Panics
     ///
@@ -526,7 +547,7 @@ impl Fake {
         let rules = lock(&self.inner.rules);
         let rule = rules.iter().find(|rule| {
             rule.method.as_ref().is_none_or(|m| *m == request.method)
-                && url_matches(&rule.pattern, &request.url)
+                && rule.pattern.matches(&request.url)
         });
         let Some(rule) = rule else {
             if self.inner.allow_stray.load(Ordering::Relaxed) {
@@ -538,10 +559,13 @@ impl Fake {
             } else {
                 listed.join(", ")
             };
+            let closest = closest_rule(&rules, request)
+                .map(|hint| format!("; {hint}"))
+                .unwrap_or_default();
             return Err(Error::new(
                 ErrorKind::UnmatchedFake,
                 format!(
-                    "no fake rule matches {} {}; rules: {listed} (add a rule with `Fake::stub`, or call `Fake::allow_stray_requests`)",
+                    "no fake rule matches {} {}{closest}; rules: {listed} (add a rule with `Fake::stub`, or call `Fake::allow_stray_requests`)",
                     request.method,
                     redact::url(&request.url)
                 ),
@@ -580,8 +604,8 @@ impl fmt::Debug for Fake {
 impl Rule {
     fn describe(&self) -> String {
         match &self.method {
-            Some(method) => format!("{method} {}", self.pattern),
-            None => format!("* {}", self.pattern),
+            Some(method) => format!("{method} {}", self.pattern.text),
+            None => format!("* {}", self.pattern.text),
         }
     }
 }
@@ -617,15 +641,152 @@ fn split_method(pattern: &str) -> (Option<Method>, &str) {
     }
 }
 
-/// Matches the glob against the URL; without a `?` in the glob, the query
-/// string is ignored.
-fn url_matches(glob: &str, url: &Url) -> bool {
-    let full = url.as_str();
-    if glob.contains('?') {
-        return glob_matches(glob, full);
+/// A rule's URL pattern and the part of the URL it is matched against.
+#[derive(Debug)]
+struct Pattern {
+    /// As written, for messages.
+    text: String,
+    /// The glob matched against [`Pattern::subject`].
+    glob: String,
+    scope: Scope,
+    /// Whether the query string is part of the subject (the pattern has a `?`).
+    with_query: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// `/api/*`: the path.
+    Path,
+    /// `shop.test/api/*`: host, port and path.
+    Host,
+    /// `http://shop.test/*`, `*/api/*`, `*`: the whole URL.
+    Url,
+}
+
+impl Pattern {
+    fn parse(text: &str) -> Pattern {
+        let scope = if text.starts_with('/') {
+            Scope::Path
+        } else if text.starts_with('*') || text.contains("://") {
+            Scope::Url
+        } else {
+            Scope::Host
+        };
+        let mut glob = text.to_owned();
+        // A host with no path (`shop.test`, `http://shop.test`) stands for
+        // every path on it; parsed URLs always have one.
+        let after_host = match scope {
+            Scope::Url => text.split_once("://").map(|(_, rest)| rest),
+            Scope::Host => Some(text),
+            Scope::Path => None,
+        };
+        if after_host.is_some_and(|rest| !rest.contains(['/', '?', '*'])) {
+            glob.push_str("/*");
+        }
+        Pattern {
+            text: text.to_owned(),
+            with_query: text.contains('?'),
+            glob,
+            scope,
+        }
     }
-    let without_query = full.split(['?', '#']).next().unwrap_or(full);
-    glob_matches(glob, without_query)
+
+    fn matches(&self, url: &Url) -> bool {
+        glob_matches(&self.glob, &self.subject(url))
+    }
+
+    /// The part of `url` this pattern is matched against (passwords
+    /// redacted, so it can be shown in messages).
+    fn subject(&self, url: &Url) -> String {
+        let mut subject = match self.scope {
+            Scope::Path => url.path().to_owned(),
+            Scope::Host => {
+                let mut host = url.host_str().unwrap_or_default().to_owned();
+                if let Some(port) = url.port() {
+                    host.push_str(&format!(":{port}"));
+                }
+                host + url.path()
+            }
+            Scope::Url => {
+                let full = redact::url(url);
+                let end = full.find(['?', '#']).unwrap_or(full.len());
+                full[..end].to_owned()
+            }
+        };
+        if let (true, Some(query)) = (self.with_query, url.query()) {
+            subject.push('?');
+            subject.push_str(query);
+        }
+        subject
+    }
+}
+
+/// "closest rule: …": among the rules for the request's method (or any
+/// method), the fewest character edits from what it would have to match;
+/// without such a rule, the closest rule of another method.
+fn closest_rule(rules: &[Rule], request: &RecordedRequest) -> Option<String> {
+    fn nearest<'r>(
+        candidates: impl Iterator<Item = &'r Rule>,
+        url: &Url,
+    ) -> Option<(usize, &'r Rule, String)> {
+        candidates
+            .map(|rule| {
+                let subject = rule.pattern.subject(url);
+                (glob_distance(&rule.pattern.glob, &subject), rule, subject)
+            })
+            .min_by_key(|(distance, _, _)| *distance)
+    }
+    let same_method = |rule: &&Rule| rule.method.as_ref().is_none_or(|m| *m == request.method);
+    if let Some((distance, rule, subject)) = nearest(rules.iter().filter(same_method), &request.url)
+    {
+        return Some(format!(
+            "closest rule: `{}`, {distance} character edit{} from `{subject}`",
+            rule.describe(),
+            if distance == 1 { "" } else { "s" },
+        ));
+    }
+    let (distance, rule, subject) = nearest(rules.iter(), &request.url)?;
+    Some(if distance == 0 {
+        format!(
+            "closest rule: `{}` (matches the URL, but not the method {})",
+            rule.describe(),
+            request.method
+        )
+    } else {
+        format!(
+            "closest rule: `{}`, {distance} character edit{} from `{subject}`, and for another method than {}",
+            rule.describe(),
+            if distance == 1 { "" } else { "s" },
+            request.method
+        )
+    })
+}
+
+/// The fewest single-character insertions, deletions or substitutions in
+/// `text` for `glob` to match it; a `*` absorbs any run at no cost.
+fn glob_distance(glob: &str, text: &str) -> usize {
+    let text: Vec<char> = text.chars().collect();
+    // previous[j]: the distance between the glob so far and text[..j].
+    let mut previous: Vec<usize> = (0..=text.len()).collect();
+    for g in glob.chars() {
+        let mut current = Vec::with_capacity(previous.len());
+        if g == '*' {
+            // Either the star is empty (previous[j]) or it absorbs text[j-1].
+            current.push(previous[0]);
+            for j in 1..=text.len() {
+                let absorbed = current[j - 1];
+                current.push(previous[j].min(absorbed));
+            }
+        } else {
+            current.push(previous[0] + 1);
+            for j in 1..=text.len() {
+                let substitute = previous[j - 1] + usize::from(text[j - 1] != g);
+                current.push(substitute.min(previous[j] + 1).min(current[j - 1] + 1));
+            }
+        }
+        previous = current;
+    }
+    previous[text.len()]
 }
 
 /// `*` matches any run of characters; everything else literally.
@@ -661,6 +822,32 @@ mod tests {
         assert!(glob_matches("http://a/b", "http://a/b"));
         assert!(!glob_matches("http://a/b", "http://a/bc"));
         assert!(glob_matches("*ab*ab", "xabab"));
+    }
+
+    #[test]
+    fn glob_distance_counts_edits_and_stars_are_free() {
+        assert_eq!(glob_distance("/api/payments/*", "/api/payments/charge"), 0);
+        assert_eq!(glob_distance("/api/payment/*", "/api/payments/charge"), 1);
+        assert_eq!(glob_distance("/a", "/b"), 1);
+        assert_eq!(glob_distance("*", ""), 0);
+        assert_eq!(glob_distance("", "abc"), 3);
+        assert_eq!(glob_distance("x*y", "zzz"), 2);
+    }
+
+    #[test]
+    fn patterns_pick_their_subject() {
+        let url = Url::parse("http://user:secret@shop.test:81/api/x?q=1#top").unwrap();
+        let subject = |p: &str| Pattern::parse(p).subject(&url);
+        assert_eq!(subject("/api/*"), "/api/x");
+        assert_eq!(subject("/api/*?q=*"), "/api/x?q=1");
+        assert_eq!(subject("shop.test:81/*"), "shop.test:81/api/x");
+        assert_eq!(subject("*/x"), "http://user:***@shop.test:81/api/x");
+        assert_eq!(Pattern::parse("shop.test").glob, "shop.test/*");
+        assert_eq!(
+            Pattern::parse("http://shop.test").glob,
+            "http://shop.test/*"
+        );
+        assert_eq!(Pattern::parse("*").glob, "*");
     }
 
     #[test]

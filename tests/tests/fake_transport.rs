@@ -372,3 +372,204 @@ async fn base_url_escape_is_refused_before_anything_is_sent() {
     }
     fake.assert_nothing_sent();
 }
+
+// Pattern shapes, in the manner of Laravel's `Http::fake`.
+
+/// Sends `GET`s to each URL through a fake with one rule and returns which
+/// ones the rule answered (the others are unmatched).
+async fn answered_by(pattern: &str, urls: &[&str]) -> Vec<String> {
+    let fake = Fake::new();
+    fake.stub_any(pattern, Reply::ok());
+    let c = fake.client();
+    let mut answered = Vec::new();
+    for url in urls {
+        match c.send(Request::get(*url)).await {
+            Ok(_) => answered.push((*url).to_owned()),
+            Err(e) => assert_eq!(e.kind(), &ErrorKind::UnmatchedFake, "{url}: {e}"),
+        }
+    }
+    answered
+}
+
+#[tokio::test]
+async fn a_pattern_starting_with_a_slash_matches_the_path_on_any_host() {
+    let answered = answered_by(
+        "/api/payments/*",
+        &[
+            "http://shop.test/api/payments/charge",
+            "https://pay.example:8443/api/payments/refund/7",
+            "http://shop.test/api/inventory/reserve",
+            "http://shop.test/v2/api/payments/charge",
+        ],
+    )
+    .await;
+    assert_eq!(
+        answered,
+        [
+            "http://shop.test/api/payments/charge",
+            "https://pay.example:8443/api/payments/refund/7"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_pattern_with_a_host_matches_only_that_host() {
+    let urls = [
+        "http://shop.test/api/orders",
+        "https://shop.test/api/orders/7",
+        "http://other.test/api/orders",
+        "http://shop.test:8080/api/orders",
+        "http://shop.test/web/orders",
+    ];
+    assert_eq!(
+        answered_by("shop.test/api/*", &urls).await,
+        [
+            "http://shop.test/api/orders",
+            "https://shop.test/api/orders/7"
+        ]
+    );
+    // With a scheme, the scheme must match too.
+    assert_eq!(
+        answered_by("http://shop.test/*", &urls).await,
+        ["http://shop.test/api/orders", "http://shop.test/web/orders"]
+    );
+    // A port is part of the host; a host with no path matches every path.
+    assert_eq!(
+        answered_by("shop.test:8080", &urls).await,
+        ["http://shop.test:8080/api/orders"]
+    );
+}
+
+#[tokio::test]
+async fn a_lone_star_matches_every_request() {
+    let urls = [
+        "http://a.test/",
+        "https://b.test:9/x/y?z=1",
+        "http://127.0.0.1:1/",
+    ];
+    assert_eq!(answered_by("*", &urls).await, urls);
+}
+
+#[tokio::test]
+async fn a_star_inside_a_pattern_matches_any_run_of_characters_slashes_included() {
+    let answered = answered_by(
+        "/api/*/charge",
+        &[
+            "http://shop.test/api/payments/charge",
+            "http://shop.test/api/eu/payments/charge",
+            "http://shop.test/api/charge",
+            "http://shop.test/api/payments/refund",
+        ],
+    )
+    .await;
+    assert_eq!(
+        answered,
+        [
+            "http://shop.test/api/payments/charge",
+            "http://shop.test/api/eu/payments/charge"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_query_string_is_ignored_unless_the_pattern_has_a_question_mark() {
+    let urls = [
+        "http://shop.test/search",
+        "http://shop.test/search?q=tea",
+        "http://shop.test/search?q=mug",
+    ];
+    assert_eq!(answered_by("/search", &urls).await, urls);
+    assert_eq!(
+        answered_by("/search?q=tea", &urls).await,
+        ["http://shop.test/search?q=tea"]
+    );
+    assert_eq!(
+        answered_by("shop.test/search?*", &urls).await,
+        [
+            "http://shop.test/search?q=tea",
+            "http://shop.test/search?q=mug"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn star_prefixed_whole_url_patterns_keep_working() {
+    let answered = answered_by(
+        "*/payments/*",
+        &[
+            "http://shop.test/api/payments/charge",
+            "http://pay.test/payments/1",
+            "http://shop.test/api/inventory/reserve",
+        ],
+    )
+    .await;
+    assert_eq!(
+        answered,
+        [
+            "http://shop.test/api/payments/charge",
+            "http://pay.test/payments/1"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unmatched_request_names_the_closest_rule_of_the_same_method() {
+    let fake = Fake::new();
+    fake.stub(Method::GET, "/api/payments/*", Reply::ok());
+    fake.stub(Method::POST, "/api/inventory/*", Reply::ok());
+    fake.stub(Method::POST, "/api/payment/*", Reply::ok());
+    let c = Client::builder()
+        .base_url("http://shop.test")
+        .fake(&fake)
+        .build()
+        .expect("fake client builds");
+    let err = c
+        .send(Request::post("/api/payments/charge"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::UnmatchedFake);
+    let text = err.to_string();
+    // The GET rule would match the path, but the method differs: the
+    // closest POST rule is one character away.
+    assert!(
+        text.contains(
+            "closest rule: `POST /api/payment/*`, 1 character edit from `/api/payments/charge`"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("rules: GET /api/payments/*, POST /api/inventory/*, POST /api/payment/*"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_unmatched_request_with_no_rule_of_its_method_names_the_method_mismatch() {
+    let fake = Fake::new();
+    fake.stub(Method::GET, "/api/payments/*", Reply::ok());
+    let err = fake
+        .client()
+        .send(Request::post("http://shop.test/api/payments/charge"))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(
+            "closest rule: `GET /api/payments/*` (matches the URL, but not the method POST)"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn assert_sent_in_order_takes_the_same_pattern_shapes() {
+    let fake = Fake::new();
+    fake.stub_any("*", Reply::ok());
+    send_two(&fake).await;
+    fake.assert_sent_in_order(["POST /api/inventory/*", "shop.test/api/warehouse/notify"]);
+    fake.assert_sent_in_order(["http://shop.test/*", "*"]);
+    let message = failure_of(|| fake.assert_sent_in_order(["/inventory/*"]));
+    assert!(message.contains("pattern #1 `/inventory/*`"), "{message}");
+    let message = failure_of(|| fake.assert_sent_in_order(["other.test/*"]));
+    assert!(message.contains("pattern #1"), "{message}");
+}
