@@ -188,3 +188,10 @@ macro_rules! batch {
         $crate::__private::batch_impl! { $crate; $($input)* }
     };
 }
+
+/// Every Rust block of the README, compiled and run as a doctest
+/// (`cargo test --doc -p batch-runtime ReadmeDoctests`), so a README that
+/// drifts from the crate fails CI.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
