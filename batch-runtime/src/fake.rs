@@ -9,7 +9,8 @@
 //! `http://shop.test/*`; a host with no path, `shop.test`, matches every
 //! path on it); a pattern that starts with `*` matches the whole URL
 //! (`*/payments/*`); `*` alone matches anything, and a `*` anywhere matches
-//! any run of characters, `/` included. Everything else is literal. The
+//! any run of characters, `/` included. Everything else is literal, but
+//! schemes and hosts compare without regard to case. The
 //! query string is ignored unless the pattern contains a `?` (then
 //! `/search?q=*` matches the path and query); the fragment is never
 //! matched. Rules are tried in the order they were added and the first
@@ -672,16 +673,24 @@ impl Pattern {
         } else {
             Scope::Host
         };
-        let mut glob = text.to_owned();
-        // A host with no path (`shop.test`, `http://shop.test`) stands for
-        // every path on it; parsed URLs always have one.
-        let after_host = match scope {
-            Scope::Url => text.split_once("://").map(|(_, rest)| rest),
-            Scope::Host => Some(text),
+        // Where the host starts, when the pattern names one.
+        let host_start = match scope {
+            Scope::Url => text.find("://").map(|at| at + 3),
+            Scope::Host => Some(0),
             Scope::Path => None,
         };
-        if after_host.is_some_and(|rest| !rest.contains(['/', '?', '*'])) {
-            glob.push_str("/*");
+        let mut glob = text.to_owned();
+        if let Some(start) = host_start {
+            let end = text[start..]
+                .find(['/', '?'])
+                .map_or(text.len(), |at| start + at);
+            // Parsed URLs have lowercase schemes and hosts.
+            glob.replace_range(..end, &text[..end].to_ascii_lowercase());
+            // A host with no path (`shop.test`, `http://shop.test`) stands
+            // for every path on it; parsed URLs always have one.
+            if end == text.len() && !text[start..].contains('*') {
+                glob.push_str("/*");
+            }
         }
         Pattern {
             text: text.to_owned(),
@@ -848,6 +857,12 @@ mod tests {
             "http://shop.test/*"
         );
         assert_eq!(Pattern::parse("*").glob, "*");
+        assert_eq!(
+            Pattern::parse("HTTP://Shop.Test/A/*").glob,
+            "http://shop.test/A/*"
+        );
+        assert_eq!(Pattern::parse("Shop.Test:81?Q=1").glob, "shop.test:81?Q=1");
+        assert!(Pattern::parse("Shop.Test:81/api/*").matches(&url));
     }
 
     #[test]
