@@ -270,8 +270,7 @@ pub enum ArmEvent<'a, K, Ok, All> {
 pub struct Dispatch<F>(F);
 
 impl<F> Dispatch<F> {
-    /// Wraps the closure; [`Batch::from_parts`](crate::Batch::from_parts)
-    /// takes the result.
+    /// Wraps the closure; `__private::with_arms` makes a batch of it.
     pub fn new<K, Ok, All, Fut>(arms: F) -> Self
     where
         F: FnMut(ArmEvent<'_, K, Ok, All>) -> Option<Fut>,

@@ -85,6 +85,7 @@ pub mod defer;
 mod engine;
 mod error;
 pub mod fake;
+mod keyed;
 mod redact;
 mod request;
 mod response;
@@ -95,21 +96,44 @@ mod state;
 #[doc(hidden)]
 pub mod __private;
 
-pub use arms::{
-    ArmEvent, ArmSet, Arms, AsyncArm, BeforeArm, CatchArm, Dispatch, NoArm, ProgressArm,
-    ResultsArm, SyncArm,
-};
 pub use batch::Batch;
 pub use client::{
     Client, ClientBuilder, DEFAULT_BODY_LIMIT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
 };
 pub use engine::DEFAULT_CONCURRENCY;
 pub use error::{Error, ErrorKind};
+pub use keyed::Keyed;
 pub use request::Request;
 pub use response::Response;
 pub use retry::Retry;
-pub use slots::{Decoder, DynSlots, Json, Raw, Slot, Slots};
 pub use state::BatchState;
+
+/// The types [`Batch`]'s signatures mention: its slots (where results land)
+/// and its arms. You rarely name them; they are here so that a function
+/// can return a configured batch, and so that the signatures link somewhere.
+///
+/// ```
+/// use batch_runtime::types::{ArmSet, IndexSlots, Json, NoArm, SyncArm};
+/// use batch_runtime::{Batch, BatchState, Request};
+///
+/// /// Numbers, decoded, with a `before` arm.
+/// fn numbers(
+///     urls: Vec<String>,
+/// ) -> Batch<IndexSlots<Json<u32>>, ArmSet<SyncArm<impl FnMut(&BatchState)>>> {
+///     Batch::new(urls.into_iter().map(Request::get))
+///         .json::<u32>()
+///         .before(|b| println!("{} requests", b.total_requests()))
+/// }
+/// # let _: ArmSet<NoArm> = ArmSet::default();
+/// # let _ = numbers(vec![]);
+/// ```
+pub mod types {
+    pub use crate::arms::{
+        ArmSet, Arms, AsyncArm, BeforeArm, CatchArm, NoArm, ProgressArm, ResultsArm, SyncArm,
+    };
+    pub use crate::keyed::KeyedIter;
+    pub use crate::slots::{Decoder, IndexSlots, Json, KeyedSlots, Raw, Slots};
+}
 
 pub use reqwest::header;
 pub use reqwest::{Method, StatusCode, Url};

@@ -1,6 +1,6 @@
 //! Typed result slots: where each request's result lands, in definition
 //! order. The `batch!` macro generates a [`Slots`] implementation per
-//! invocation; run-time batches use [`DynSlots`].
+//! invocation; run-time batches use [`IndexSlots`] and [`KeyedSlots`].
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
+use crate::keyed::Keyed;
 use crate::response::Response;
 
 /// How a successful response becomes a slot's value.
@@ -122,31 +123,98 @@ pub trait Slots {
     fn first_error(all: Self::All) -> Result<Self::AllOk, Error>;
 }
 
-/// Slots of a run-time batch: keys of any type `K`, values decoded by `D`.
-pub struct DynSlots<K, D: Decoder> {
+/// Slots of a [`Batch::new`](crate::Batch::new) batch: keyed by index
+/// (definition order), values decoded by `D`; results in a `Vec`.
+pub struct IndexSlots<D: Decoder = Raw> {
+    slots: Vec<Slot<D::Output>>,
+}
+
+/// Slots of a [`Batch::keyed`](crate::Batch::keyed) batch: your keys `K`,
+/// values decoded by `D`; results in a [`Keyed`], looked up by key.
+pub struct KeyedSlots<K, D: Decoder = Raw> {
     keys: Vec<K>,
     slots: Vec<Slot<D::Output>>,
 }
 
-impl<K, D: Decoder> DynSlots<K, D> {
-    pub(crate) fn new(keys: Vec<K>) -> Self {
-        let slots = keys.iter().map(|_| Slot::default()).collect();
-        DynSlots { keys, slots }
-    }
+fn empty<T>(count: usize) -> Vec<Slot<T>> {
+    (0..count).map(|_| Slot::default()).collect()
+}
 
-    pub(crate) fn retype<E: Decoder>(self) -> DynSlots<K, E> {
-        DynSlots::new(self.keys)
+/// Every result if nothing failed, otherwise every result as `Result`s.
+fn finish<T>(slots: Vec<Slot<T>>) -> Result<Vec<T>, Vec<Result<T, Error>>> {
+    let all: Vec<Result<T, Error>> = slots.into_iter().map(Slot::into_result).collect();
+    if all.iter().all(Result::is_ok) {
+        Ok(all.into_iter().filter_map(Result::ok).collect())
+    } else {
+        Err(all)
     }
 }
 
-impl<K, D> Slots for DynSlots<K, D>
+impl<D: Decoder> IndexSlots<D> {
+    pub(crate) fn new(count: usize) -> Self {
+        IndexSlots {
+            slots: empty(count),
+        }
+    }
+
+    pub(crate) fn retype<E: Decoder>(self) -> IndexSlots<E> {
+        IndexSlots::new(self.slots.len())
+    }
+}
+
+impl<K, D: Decoder> KeyedSlots<K, D> {
+    pub(crate) fn new(keys: Vec<K>) -> Self {
+        let slots = empty(keys.len());
+        KeyedSlots { keys, slots }
+    }
+
+    pub(crate) fn retype<E: Decoder>(self) -> KeyedSlots<K, E> {
+        KeyedSlots::new(self.keys)
+    }
+}
+
+impl<D: Decoder> Slots for IndexSlots<D> {
+    type Key = usize;
+    type AllOk = Vec<D::Output>;
+    type All = Vec<Result<D::Output, Error>>;
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn key(&self, index: usize) -> usize {
+        index
+    }
+
+    fn decode(&mut self, index: usize, response: &Response) -> Result<(), Error> {
+        self.slots[index].decode(D::decode(response))
+    }
+
+    fn fail(&mut self, index: usize, error: Error) {
+        self.slots[index].fail(error);
+    }
+
+    fn finish(self) -> Result<Self::AllOk, Self::All> {
+        finish(self.slots)
+    }
+
+    fn widen(ok: Self::AllOk) -> Self::All {
+        ok.into_iter().map(Ok).collect()
+    }
+
+    fn first_error(all: Self::All) -> Result<Self::AllOk, Error> {
+        all.into_iter().collect()
+    }
+}
+
+impl<K, D> Slots for KeyedSlots<K, D>
 where
     K: Clone + fmt::Display + Send + Sync + 'static,
     D: Decoder,
 {
     type Key = K;
-    type AllOk = Vec<D::Output>;
-    type All = Vec<Result<D::Output, Error>>;
+    type AllOk = Keyed<K, D::Output>;
+    type All = Keyed<K, Result<D::Output, Error>>;
 
     fn len(&self) -> usize {
         self.keys.len()
@@ -165,19 +233,20 @@ where
     }
 
     fn finish(self) -> Result<Self::AllOk, Self::All> {
-        let all: Self::All = self.slots.into_iter().map(Slot::into_result).collect();
-        if all.iter().all(Result::is_ok) {
-            Ok(all.into_iter().filter_map(Result::ok).collect())
-        } else {
-            Err(all)
+        let keys = self.keys;
+        match finish(self.slots) {
+            Ok(values) => Ok(keys.into_iter().zip(values).collect()),
+            Err(all) => Err(keys.into_iter().zip(all).collect()),
         }
     }
 
     fn widen(ok: Self::AllOk) -> Self::All {
-        ok.into_iter().map(Ok).collect()
+        ok.into_iter().map(|(k, v)| (k, Ok(v))).collect()
     }
 
     fn first_error(all: Self::All) -> Result<Self::AllOk, Error> {
-        all.into_iter().collect()
+        all.into_iter()
+            .map(|(k, result)| result.map(|v| (k, v)))
+            .collect()
     }
 }
