@@ -83,11 +83,7 @@ fn output_alias(request: &CheckedRequest) -> Ident {
         .output
         .as_ref()
         .map_or_else(|| request.key.span(), Spanned::span);
-    format_ident!(
-        "__batch_{}",
-        key_name(&request.key),
-        span = Span::call_site().located_at(span)
-    )
+    format_ident!("__batch_{}", key_name(&request.key), span = span)
 }
 
 /// `enum Key`, its `Display` (the key as written), `as_str` and `ALL`.

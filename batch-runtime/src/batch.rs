@@ -20,6 +20,10 @@ use crate::state::BatchState;
 /// [`Batch::keyed`] build one at run time from any number of requests. A
 /// batch is consumed by [`send`](Batch::send): it cannot be sent twice.
 ///
+/// The type parameters are where the results land (`S`, see
+/// [`types`](crate::types)) and the arms (`A`); plain `Batch` is what
+/// [`Batch::new`] builds: responses by index, no arm.
+///
 /// ```
 /// use batch_runtime::fake::{Fake, Reply};
 /// use batch_runtime::{Batch, Method, Request};
@@ -213,7 +217,13 @@ impl<S: Slots, B, P, T, C, F> Batch<S, ArmSet<B, P, T, C, F>> {
 }
 
 impl<S: Slots, A: Arms<S>> Batch<S, A> {
-    /// Runs the batch and returns every result in definition order.
+    /// Runs the batch and returns every result, in definition order:
+    ///
+    /// | batch | `send` returns |
+    /// |---|---|
+    /// | `batch! { payment: .. => Charge, .. }` | its `Results` struct: a field per key, `payment: Result<Charge, Error>` |
+    /// | [`Batch::new`] | `Vec<Result<Response, Error>>` (`Vec<Result<T, Error>>` after `.json::<T>()`) |
+    /// | [`Batch::keyed`] | [`Keyed`](crate::Keyed)`<K, Result<Response, Error>>`, looked up by key |
     ///
     /// # Panics
     ///
@@ -231,6 +241,10 @@ impl<S: Slots, A: Arms<S>> Batch<S, A> {
 
     /// Runs the batch and returns every success value, or the first error
     /// in definition order. Arms run exactly as with [`Batch::send`].
+    ///
+    /// The success values are a `Succeeded` struct for `batch!` (a field per
+    /// key, `payment: Charge`), a `Vec` for [`Batch::new`] and a
+    /// [`Keyed`](crate::Keyed)`<K, T>` for [`Batch::keyed`].
     ///
     /// # Errors
     ///

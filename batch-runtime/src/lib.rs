@@ -73,10 +73,11 @@
 //! | deferred closures: `deferred.spawn(async move {..})` | after the response | nothing |
 //!
 //! Modules: [`fake`] (a transport for tests, with assertions), [`defer`]
-//! (work after the response, a tower layer, graceful drain). Run-time
-//! batches over any number of requests use [`Batch::new`] and
-//! [`Batch::keyed`]. Every guarantee is listed in the README and pinned by a
-//! test.
+//! (work after the response, a tower layer, graceful drain), [`types`]
+//! (the types in [`Batch`]'s signatures). Run-time batches over any number
+//! of requests use [`Batch::new`] (results in a `Vec`, by index) and
+//! [`Batch::keyed`] (results in a [`Keyed`], by your keys). Every guarantee
+//! is listed in the README and pinned by a test.
 
 mod arms;
 mod batch;
@@ -156,11 +157,16 @@ pub use reqwest::{Method, StatusCode, Url};
 ///   `head` without an import and must be a [`Request`].
 /// - `=> T` decodes a successful body as JSON into `T: serde::Deserialize`;
 ///   without it the value is the buffered [`Response`].
-/// - Inside the invocation (in the arms) the keys are an enum `Key`
-///   (`Key::Payment` for `payment`; `Copy`, `Eq`, `Hash`, `Display` as
-///   written, `Key::as_str`, `Key::ALL`), every success value is a struct
-///   `Succeeded` (field `payment: T`), every result a struct `Results`
-///   (field `payment: Result<T, Error>`).
+/// - In the arms the keys are an enum `Key` (`Key::Payment` for
+///   `payment`; `Copy`, `Eq`, `Hash`, `Display` as written, `Key::as_str`,
+///   `Key::ALL`). `then`'s `ok` has a field per key with the success value
+///   (`ok.payment: T`; compiler messages call it `Succeeded`); `finally`'s
+///   `all`, and what `send` returns, a field per key with the result
+///   (`all.payment: Result<T, Error>`; called `Results`).
+/// - No name is reserved: `=> T` and the request expressions are resolved
+///   in your scope before anything is generated, so your own types may be
+///   called `Key`, `Results` or `Succeeded`. Only inside the arms does `Key`
+///   mean the batch's key enum.
 /// - `b` is the [`BatchState`]. Every arm is optional and given at most
 ///   once. The arms become one closure that runs one event at a time on
 ///   the batch's task, so they share what they capture: `progress` and
