@@ -25,7 +25,7 @@ use std::ops::Index;
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let fake = Fake::new();
-/// fake.stub(Method::GET, "*/eu/*", Reply::json(&120));
+/// fake.stub(Method::GET, "*/eu/*", Reply::json(120));
 /// fake.stub(Method::GET, "*/us/*", Reply::status(503));
 /// let client = fake.client();
 ///

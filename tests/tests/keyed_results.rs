@@ -13,9 +13,9 @@ fn regions() -> (Fake, Client) {
     fake.stub(
         Method::GET,
         "*/eu/price",
-        Reply::json(&120).delay(Duration::from_millis(40)),
+        Reply::json(120).delay(Duration::from_millis(40)),
     );
-    fake.stub(Method::GET, "*/us/price", Reply::json(&130));
+    fake.stub(Method::GET, "*/us/price", Reply::json(130));
     fake.stub(
         Method::GET,
         "*/jp/price",
