@@ -130,7 +130,8 @@ pub use state::BatchState;
 /// ```
 pub mod types {
     pub use crate::arms::{
-        ArmSet, Arms, AsyncArm, BeforeArm, CatchArm, NoArm, ProgressArm, ResultsArm, SyncArm,
+        ArmSet, Arms, AsyncArm, BeforeArm, CatchArm, NoArm, ProgressArm, ResultsArm, SharedArms,
+        SyncArm,
     };
     pub use crate::keyed::KeyedIter;
     pub use crate::slots::{Decoder, IndexSlots, Json, KeyedSlots, Raw, Slots};
