@@ -58,16 +58,22 @@ async fn a_user_type_named_results_is_the_users_type() {
     use named_results::Results;
     let fake = echo();
     let mut then_saw = String::new();
+    let mut built_in_finally = None;
 
     let all = batch! {
         payment: post("/echo").json(&Results { id: "ch_1".into() }) => Results,
         then |_, ok| then_saw = ok.payment.id.clone(),
+        // The arms may name the user's `Results` too.
+        finally |_, all| {
+            built_in_finally = all.payment.as_ref().ok().map(|r| Results { id: r.id.to_uppercase() });
+        },
     }
     .send(&client(&fake))
     .await;
 
     assert_eq!(all.payment.expect("decoded"), Results { id: "ch_1".into() });
     assert_eq!(then_saw, "ch_1");
+    assert_eq!(built_in_finally, Some(Results { id: "CH_1".into() }));
 }
 
 #[tokio::test]
