@@ -1,53 +1,9 @@
 fn expansion() {
     let batch = {
-        /// The keys of this batch, in definition order.
-        #[derive(
-            ::core::clone::Clone,
-            ::core::marker::Copy,
-            ::core::fmt::Debug,
-            ::core::cmp::PartialEq,
-            ::core::cmp::Eq,
-            ::core::hash::Hash,
-        )]
-        enum Key {
-            Inventory,
-            Payment,
-            Warehouse,
-        }
-        impl Key {
-            /// Every key, in definition order.
-            const ALL: [Key; 3] = [Key::Inventory, Key::Payment, Key::Warehouse];
-            /// The key as written in `batch!`.
-            const fn as_str(self) -> &'static str {
-                match self {
-                    Key::Inventory => "inventory",
-                    Key::Payment => "payment",
-                    Key::Warehouse => "warehouse",
-                }
-            }
-        }
-        impl ::core::fmt::Display for Key {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                f.pad(self.as_str())
-            }
-        }
-        /// Every success value (`then |b, ok|`, `try_send`).
-        #[allow(dead_code)]
-        struct Succeeded {
-            inventory: Reservation,
-            payment: Charge,
-            warehouse: ::batch_runtime::Response,
-        }
-        /// Every result (`finally |b, all|`, `send`).
-        #[allow(dead_code)]
-        struct Results {
-            inventory: ::core::result::Result<Reservation, ::batch_runtime::Error>,
-            payment: ::core::result::Result<Charge, ::batch_runtime::Error>,
-            warehouse: ::core::result::Result<
-                ::batch_runtime::Response,
-                ::batch_runtime::Error,
-            >,
-        }
+        #[allow(non_camel_case_types)]
+        type __batch_inventory = Reservation;
+        #[allow(non_camel_case_types)]
+        type __batch_payment = Charge;
         let requests = ::batch_runtime::__private::requests([
             {
                 #[allow(unused_imports)]
@@ -68,13 +24,69 @@ fn expansion() {
                 __batch_request(post("/api/warehouse/notify").json(&notify))
             },
         ]);
-        ::batch_runtime::__private::Batch::from_parts(
-            requests,
-            {
+        {
+            /// The keys of this batch, in definition order.
+            #[derive(
+                ::core::clone::Clone,
+                ::core::marker::Copy,
+                ::core::fmt::Debug,
+                ::core::cmp::PartialEq,
+                ::core::cmp::Eq,
+                ::core::hash::Hash,
+            )]
+            enum Key {
+                Inventory,
+                Payment,
+                Warehouse,
+            }
+            impl Key {
+                /// Every key, in definition order.
+                const ALL: [Key; 3] = [Key::Inventory, Key::Payment, Key::Warehouse];
+                /// The key as written in `batch!`.
+                const fn as_str(self) -> &'static str {
+                    match self {
+                        Key::Inventory => "inventory",
+                        Key::Payment => "payment",
+                        Key::Warehouse => "warehouse",
+                    }
+                }
+            }
+            impl ::core::fmt::Display for Key {
+                fn fmt(
+                    &self,
+                    f: &mut ::core::fmt::Formatter<'_>,
+                ) -> ::core::fmt::Result {
+                    f.pad(self.as_str())
+                }
+            }
+            let slots = {
                 use ::batch_runtime::__private::json as __batch_json;
+                /// Every success value (`then |b, ok|`, `try_send`).
+                #[allow(dead_code)]
+                struct Succeeded {
+                    inventory: __batch_inventory,
+                    payment: __batch_payment,
+                    warehouse: ::batch_runtime::Response,
+                }
+                /// Every result (`finally |b, all|`, `send`).
+                #[allow(dead_code)]
+                struct Results {
+                    inventory: ::core::result::Result<
+                        __batch_inventory,
+                        ::batch_runtime::Error,
+                    >,
+                    payment: ::core::result::Result<
+                        __batch_payment,
+                        ::batch_runtime::Error,
+                    >,
+                    warehouse: ::core::result::Result<
+                        ::batch_runtime::Response,
+                        ::batch_runtime::Error,
+                    >,
+                }
                 struct Slots {
-                    inventory: ::batch_runtime::__private::Slot<Reservation>,
-                    payment: ::batch_runtime::__private::Slot<Charge>,
+                    inventory: ::batch_runtime::__private::Slot<__batch_inventory>,
+                    payment: ::batch_runtime::__private::Slot<__batch_payment>,
                     warehouse: ::batch_runtime::__private::Slot<
                         ::batch_runtime::Response,
                     >,
@@ -96,9 +108,13 @@ fn expansion() {
                     ) -> ::core::result::Result<(), ::batch_runtime::__private::Error> {
                         match index {
                             0 => {
-                                self.inventory.decode(__batch_json::<Reservation>(response))
+                                self.inventory
+                                    .decode(__batch_json::<__batch_inventory>(response))
                             }
-                            1 => self.payment.decode(__batch_json::<Charge>(response)),
+                            1 => {
+                                self.payment
+                                    .decode(__batch_json::<__batch_payment>(response))
+                            }
                             2 => {
                                 self.warehouse
                                     .decode(::batch_runtime::__private::raw(response))
@@ -169,40 +185,39 @@ fn expansion() {
                     payment: ::core::default::Default::default(),
                     warehouse: ::core::default::Default::default(),
                 }
-            },
-            ::batch_runtime::__private::Dispatch::new::<
-                Key,
-                Succeeded,
-                Results,
-                ::batch_runtime::__private::BoxedArm<'_>,
-            >(|__event| match __event {
-                ::batch_runtime::__private::ArmEvent::Before(b) => {
-                    ::batch_runtime::__private::plain_arm(|| {
-                        tracing::info!(total = b.total_requests())
-                    })
-                }
-                ::batch_runtime::__private::ArmEvent::Progress(..) => {
-                    ::core::option::Option::None
-                }
-                ::batch_runtime::__private::ArmEvent::Then(_, ok) => {
-                    ::batch_runtime::__private::plain_arm(|| {
-                        order.confirm(&ok.payment.confirmation)
-                    })
-                }
-                ::batch_runtime::__private::ArmEvent::Catch(_, key, _) => {
-                    ::batch_runtime::__private::plain_arm(|| match key {
-                        Key::Inventory => {}
-                        Key::Payment => {}
-                        Key::Warehouse => {}
-                    })
-                }
-                ::batch_runtime::__private::ArmEvent::Finally(_, all) => {
-                    ::batch_runtime::__private::async_arm({
-                        let failed = all.payment.is_err();
-                        async move { audit.record(failed).await }
-                    })
-                }
-            }),
-        )
+            };
+            ::batch_runtime::__private::with_arms(
+                requests,
+                slots,
+                |__event| match __event {
+                    ::batch_runtime::__private::ArmEvent::Before(b) => {
+                        ::batch_runtime::__private::plain_arm(|| {
+                            tracing::info!(total = b.total_requests())
+                        })
+                    }
+                    ::batch_runtime::__private::ArmEvent::Progress(..) => {
+                        ::core::option::Option::None
+                    }
+                    ::batch_runtime::__private::ArmEvent::Then(_, ok) => {
+                        ::batch_runtime::__private::plain_arm(|| {
+                            order.confirm(&ok.payment.confirmation)
+                        })
+                    }
+                    ::batch_runtime::__private::ArmEvent::Catch(_, key, _) => {
+                        ::batch_runtime::__private::plain_arm(|| match key {
+                            Key::Inventory => {}
+                            Key::Payment => {}
+                            Key::Warehouse => {}
+                        })
+                    }
+                    ::batch_runtime::__private::ArmEvent::Finally(_, all) => {
+                        ::batch_runtime::__private::async_arm({
+                            let failed = all.payment.is_err();
+                            async move { audit.record(failed).await }
+                        })
+                    }
+                },
+            )
+        }
     };
 }

@@ -1,23 +1,32 @@
 //! A validated [`Batch`] to code. Infallible: every check happened before.
 //!
-//! The expansion is one block expression:
+//! The expansion is three nested scopes, so that nothing generated can
+//! capture a name the caller wrote:
 //!
 //! ```text
 //! {
-//!     enum Key { .. }          // visible to the arms: `match key { Key::Payment => .. }`
-//!     struct Succeeded { .. }  // `then |b, ok|`: `ok.payment: Charge`
-//!     struct Results { .. }    // `finally |b, all|` and `send`: `Result<Charge, Error>`
-//!     let requests = ..;       // mixed-site local: user code cannot name it
-//!     Batch::from_parts(
-//!         requests,
-//!         { struct Slots { .. } impl Slots for Slots { .. } Slots { .. } },
-//!         Dispatch::new(|event| match event {   // every arm in one closure:
-//!             ArmEvent::Then(b, ok) => plain_arm(|| ..),   // they share captures
+//!     // 1. The caller's scope: `=> T` and the request expressions resolve
+//!     //    here, before any generated name exists.
+//!     type __batch_payment = Charge;          // one alias per `=> T`
+//!     let requests = requests([post(..), ..]); // mixed-site local
+//!     {
+//!         // 2. The arms' scope: `Key` is the batch's key enum.
+//!         enum Key { .. }
+//!         let slots = {
+//!             // 3. The results: `Succeeded`, `Results`, `Slots`, named
+//!             //    only here (the arms see their types, not their names).
+//!             struct Succeeded { payment: __batch_payment, .. }
+//!             struct Results { payment: Result<__batch_payment, Error>, .. }
+//!             struct Slots { .. } impl Slots for Slots { .. }
+//!             Slots { .. }
+//!         };
+//!         with_arms(requests, slots, |event| match event {  // every arm in one closure:
+//!             ArmEvent::Then(b, ok) => plain_arm(|| ..),    // they share captures
 //!             ArmEvent::Finally(b, all) => async_arm(async move { .. }),
-//!             ArmEvent::Before(..) => None,                // arms not given
+//!             ArmEvent::Before(..) => None,                 // arms not given
 //!             ..
-//!         }),
-//!     )
+//!         })
+//!     }
 //! }
 //! ```
 
@@ -31,22 +40,50 @@ use crate::ast::{ArmKind, Batch, CheckedArm, CheckedRequest};
 /// The expression `batch!` becomes; `errors` are emitted first, inside it.
 pub fn expand(batch: &Batch, errors: Option<syn::Error>) -> TokenStream {
     let errors = errors.map(|errors| errors.to_compile_error());
-    let key_enum = key_enum(batch);
-    let results = result_structs(batch);
+    let aliases = output_aliases(batch);
     let requests = requests(batch);
+    let key_enum = key_enum(batch);
     let slots = slots(batch);
     let dispatch = dispatch(batch);
     let rt = &batch.runtime;
     let requests_local = Ident::new("requests", Span::mixed_site());
+    let slots_local = Ident::new("slots", Span::mixed_site());
     quote! {
         {
             #errors
-            #key_enum
-            #results
+            #aliases
             let #requests_local = #requests;
-            #rt::__private::Batch::from_parts(#requests_local, #slots, #dispatch)
+            {
+                #key_enum
+                let #slots_local = #slots;
+                #rt::__private::with_arms(#requests_local, #slots_local, #dispatch)
+            }
         }
     }
+}
+
+/// `type __batch_payment = Charge;` for each `=> T`: the user's type,
+/// resolved in the caller's scope, under a name the generated structs use.
+fn output_aliases(batch: &Batch) -> TokenStream {
+    let aliases = batch.requests.iter().filter_map(|request| {
+        let ty = request.output.as_ref()?;
+        let alias = output_alias(request);
+        Some(quote! {
+            #[allow(non_camel_case_types)]
+            type #alias = #ty;
+        })
+    });
+    quote!(#(#aliases)*)
+}
+
+/// The alias of a request's `=> T`, spanned on `T` so that errors about the
+/// type (not deserializable, unknown) point at what the user wrote.
+fn output_alias(request: &CheckedRequest) -> Ident {
+    let span = request
+        .output
+        .as_ref()
+        .map_or_else(|| request.key.span(), Spanned::span);
+    format_ident!("__batch_{}", key_name(&request.key), span = span)
 }
 
 /// `enum Key`, its `Display` (the key as written), `as_str` and `ALL`.
@@ -109,10 +146,13 @@ fn result_structs(batch: &Batch) -> TokenStream {
     }
 }
 
-/// `T` for `=> T`, otherwise the response.
+/// The alias of `=> T`, otherwise the response.
 fn output(rt: &TokenStream, request: &CheckedRequest) -> TokenStream {
     match &request.output {
-        Some(ty) => quote!(#ty),
+        Some(_) => {
+            let alias = output_alias(request);
+            quote!(#alias)
+        }
         None => quote!(#rt::Response),
     }
 }
@@ -136,10 +176,12 @@ fn requests(batch: &Batch) -> TokenStream {
     quote!(#rt::__private::requests([#(#checked),*]))
 }
 
-/// The `Slots` implementation, in a block of its own so user code cannot
-/// name it.
+/// The result structs and the `Slots` implementation, in a block of their
+/// own: the arms get their types by inference, never by name, so a user type
+/// called `Results` stays the user's.
 fn slots(batch: &Batch) -> TokenStream {
     let rt = &batch.runtime;
+    let results = result_structs(batch);
     let p = quote!(#rt::__private);
     let keys: Vec<&Ident> = batch.requests.iter().map(|r| &r.key).collect();
     let count = keys.len();
@@ -169,6 +211,8 @@ fn slots(batch: &Batch) -> TokenStream {
     let count = Literal::usize_unsuffixed(count);
     quote! {{
         use #p::json as __batch_json;
+
+        #results
 
         struct Slots {
             #(#keys: #p::Slot<#outputs>,)*
@@ -227,16 +271,19 @@ fn slots(batch: &Batch) -> TokenStream {
 fn decoder(p: &TokenStream, request: &CheckedRequest) -> TokenStream {
     match &request.output {
         Some(ty) => {
-            let json = quote_spanned!(ty.span()=> __batch_json::<#ty>);
+            let alias = output_alias(request);
+            let json = quote_spanned!(ty.span()=> __batch_json::<#alias>);
             quote!(#json(response))
         }
         None => quote!(#p::raw(response)),
     }
 }
 
-/// `Dispatch::new::<Key, Succeeded, Results>(|event| match event { .. })`:
-/// every arm in one closure, so that the arms share what they capture.
-/// The closure is `move` if any arm's closure is.
+/// `|event| match event { .. }`: every arm in one closure, so that the arms
+/// share what they capture; `with_arms` gives it its argument type. The
+/// closure is `move` if any arm's closure is, and is spanned on the first
+/// arm, so that the compiler's advice about the closure (add `move`) lands
+/// on the user's arm rather than on our macro.
 fn dispatch(batch: &Batch) -> TokenStream {
     let rt = &batch.runtime;
     let event = Ident::new("__event", Span::mixed_site());
@@ -248,12 +295,13 @@ fn dispatch(batch: &Batch) -> TokenStream {
         let given = batch.arms.iter().find(|arm| arm.kind == kind);
         match_arm(rt, kind, given)
     });
-    quote! {
-        #rt::__private::Dispatch::new::<Key, Succeeded, Results, #rt::__private::BoxedArm<'_>>(
-            #capture |#event| match #event {
-                #(#arms)*
-            }
-        )
+    let span = batch.arms.first().map_or_else(Span::call_site, |arm| {
+        Span::call_site().located_at(arm.closure.or1_token.span)
+    });
+    quote_spanned! {span=>
+        #capture |#event| match #event {
+            #(#arms)*
+        }
     }
 }
 

@@ -69,17 +69,19 @@ fn seed_expansion_is_readable_and_stable() {
     check_snapshot("seed", &pretty);
 
     for part in [
+        // `=> T` resolved in the caller's scope, before any generated name.
+        "type __batch_inventory = Reservation;",
+        "type __batch_payment = Charge;",
         "enum Key {\n        Inventory,\n        Payment,\n        Warehouse,\n    }",
         "Key::Inventory => \"inventory\"",
-        "struct Succeeded {\n        inventory: Reservation,\n        payment: Charge,\n        warehouse: ::batch_runtime::Response",
-        "payment: ::core::result::Result<Charge, ::batch_runtime::Error>",
-        "inventory: ::batch_runtime::__private::Slot<Reservation>",
-        "self.inventory.decode(__batch_json::<Reservation>(response))",
+        "struct Succeeded {\n        inventory: __batch_inventory,\n        payment: __batch_payment,\n        warehouse: ::batch_runtime::Response",
+        "payment: ::core::result::Result<__batch_payment, ::batch_runtime::Error>",
+        "inventory: ::batch_runtime::__private::Slot<__batch_inventory>",
+        "self.inventory.decode(__batch_json::<__batch_inventory>(response))",
         "self.warehouse.decode(::batch_runtime::__private::raw(response))",
         "use ::batch_runtime::__private::verbs::*;",
         "use ::batch_runtime::__private::request as __batch_request; __batch_request(post(\"/api/payments/charge\").json(&charge))",
-        "::batch_runtime::__private::Batch::from_parts(",
-        "::batch_runtime::__private::Dispatch::new::<Key, Succeeded, Results, ::batch_runtime::__private::BoxedArm<'_>>(|__event| match __event {",
+        "::batch_runtime::__private::with_arms(requests, slots, |__event| match __event {",
         "::batch_runtime::__private::ArmEvent::Before(b) => { ::batch_runtime::__private::plain_arm(|| { tracing::info!(total = b.total_requests()) }) }",
         "::batch_runtime::__private::ArmEvent::Progress(..) => { ::core::option::Option::None }",
         "::batch_runtime::__private::ArmEvent::Then(_, ok) => { ::batch_runtime::__private::plain_arm(|| { order.confirm(&ok.payment.confirmation) }) }",
@@ -91,8 +93,15 @@ fn seed_expansion_is_readable_and_stable() {
             "missing {part:?} in\n{pretty}"
         );
     }
+    // The caller's types and requests come before every generated item, and
+    // the result structs are named only inside the slots block.
+    let alias = pretty.find("type __batch_payment").expect("alias");
+    let requests = pretty.find("let requests").expect("requests");
+    let key = pretty.find("enum Key").expect("Key");
+    let results = pretty.find("struct Results").expect("Results");
+    assert!(alias < key && requests < key && key < results, "{pretty}");
     // One closure holds every arm, so the arms share what they capture.
-    assert_eq!(pretty.matches("Dispatch::new").count(), 1, "{pretty}");
+    assert_eq!(pretty.matches("with_arms").count(), 1, "{pretty}");
 }
 
 #[test]
@@ -132,7 +141,7 @@ fn the_runtime_is_reached_only_through_the_path_the_trampoline_passes() {
     let output = expand_tokens(quote!(::renamed; a: get("/a") => T, then |_, _| ())).to_string();
     assert!(!output.contains("batch_runtime"), "{output}");
     assert!(
-        output.contains(":: renamed :: __private :: Batch :: from_parts"),
+        output.contains(":: renamed :: __private :: with_arms"),
         "{output}"
     );
 }

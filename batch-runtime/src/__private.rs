@@ -3,7 +3,7 @@
 
 use serde::de::DeserializeOwned;
 
-pub use crate::arms::{ArmEvent, ArmSet, AsyncArm, Dispatch, NoArm, SyncArm};
+pub use crate::arms::{ArmEvent, SharedArms};
 
 /// An arm's outcome in `batch!`'s single arm closure: `None` for a plain
 /// arm, the boxed future of an async arm.
@@ -11,14 +11,14 @@ pub type ArmFuture<'env> = ::core::option::Option<
     ::core::pin::Pin<Box<dyn ::core::future::Future<Output = ()> + Send + 'env>>,
 >;
 
-/// The future type of [`ArmFuture`], named for `Dispatch::new`.
+/// The future type of [`ArmFuture`].
 pub type BoxedArm<'env> =
     ::core::pin::Pin<Box<dyn ::core::future::Future<Output = ()> + Send + 'env>>;
 pub use crate::batch::Batch;
 pub use crate::error::Error;
 pub use crate::request::Request;
 pub use crate::response::Response;
-pub use crate::slots::{Decoder, Json, Raw, Slot, Slots};
+pub use crate::slots::{Slot, Slots};
 pub use crate::state::BatchState;
 
 /// The procedural half of `batch!`; the `macro_rules!` trampoline at the
@@ -83,10 +83,22 @@ pub fn json<T: Decodable>(response: &Response) -> Result<T, Error> {
 ///
 /// Never; the signature matches [`json`].
 pub fn raw(response: &Response) -> Result<Response, Error> {
-    <crate::slots::Raw as Decoder>::decode(response)
+    <crate::slots::Raw as crate::slots::Decoder>::decode(response)
 }
 
-/// The future of an async arm, boxed for [`Dispatch`].
+/// The batch `batch!` returns. The arms' closure gets its argument type
+/// from the slots, so the arms never name the generated result structs
+/// (and a user type called `Results` stays the user's).
+pub fn with_arms<'env, S, F>(requests: Vec<Request>, slots: S, arms: F) -> Batch<S, SharedArms<F>>
+where
+    S: Slots,
+    F: for<'a> FnMut(ArmEvent<'a, S::Key, S::AllOk, S::All>) -> ArmFuture<'env>,
+{
+    let arms = SharedArms::new::<S::Key, S::AllOk, S::All, BoxedArm<'env>>(arms);
+    Batch::from_parts(requests, slots, arms)
+}
+
+/// The future of an async arm, boxed for [`SharedArms`].
 pub fn async_arm<'env, F>(future: F) -> ArmFuture<'env>
 where
     F: core::future::Future<Output = ()> + Send + 'env,

@@ -247,7 +247,7 @@ where
     }
 }
 
-/// One lifecycle event, as the single arm closure of a [`Dispatch`] sees it.
+/// One lifecycle event, as the single arm closure of [`SharedArms`] sees it.
 #[derive(Debug)]
 pub enum ArmEvent<'a, K, Ok, All> {
     /// `before |b|`.
@@ -262,27 +262,27 @@ pub enum ArmEvent<'a, K, Ok, All> {
     Finally(&'a BatchState, &'a All),
 }
 
-/// Every arm in one closure over [`ArmEvent`]s, so the arms share what they
-/// capture (two arms may both push to one `Vec`): `batch!` builds one. The
-/// closure returns `None` for a plain arm (its work is done when the closure
-/// returns) or the future of an async arm. Like every arm, it runs one
-/// event at a time on the batch's task.
-pub struct Dispatch<F>(F);
+/// The arms of a `batch!` batch: every arm in one closure, called with
+/// each lifecycle event, so the arms share what they capture (two arms may
+/// both push to one `Vec`). The closure returns nothing more for a plain
+/// arm (its work is done when the closure returns) or the future of an
+/// async arm. Like every arm, it runs one event at a time on the batch's
+/// task.
+pub struct SharedArms<F>(F);
 
-impl<F> Dispatch<F> {
-    /// Wraps the closure; [`Batch::from_parts`](crate::Batch::from_parts)
-    /// takes the result.
-    pub fn new<K, Ok, All, Fut>(arms: F) -> Self
+impl<F> SharedArms<F> {
+    /// Wraps the closure; `__private::with_arms` makes a batch of it.
+    pub(crate) fn new<K, Ok, All, Fut>(arms: F) -> Self
     where
         F: FnMut(ArmEvent<'_, K, Ok, All>) -> Option<Fut>,
     {
-        Dispatch(arms)
+        SharedArms(arms)
     }
 }
 
-impl<F> fmt::Debug for Dispatch<F> {
+impl<F> fmt::Debug for SharedArms<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Dispatch")
+        f.write_str("SharedArms")
     }
 }
 
@@ -294,7 +294,7 @@ async fn dispatch<Fut: Future<Output = ()>>(pending: Option<Fut>) {
     }
 }
 
-impl<S, F, Fut> Arms<S> for Dispatch<F>
+impl<S, F, Fut> Arms<S> for SharedArms<F>
 where
     S: Slots,
     F: for<'a> FnMut(ArmEvent<'a, S::Key, S::AllOk, S::All>) -> Option<Fut>,

@@ -11,7 +11,7 @@ use crate::engine::{self, Options};
 use crate::error::Error;
 use crate::request::Request;
 use crate::response::Response;
-use crate::slots::{DynSlots, Json, Raw, Slots};
+use crate::slots::{IndexSlots, Json, KeyedSlots, Slots};
 use crate::state::BatchState;
 
 /// A set of requests that run concurrently, with lifecycle arms.
@@ -19,6 +19,10 @@ use crate::state::BatchState;
 /// `batch!` builds one with typed keys and results; [`Batch::new`] and
 /// [`Batch::keyed`] build one at run time from any number of requests. A
 /// batch is consumed by [`send`](Batch::send): it cannot be sent twice.
+///
+/// The type parameters are where the results land (`S`, see
+/// [`types`](crate::types)) and the arms (`A`); plain `Batch` is what
+/// [`Batch::new`] builds: responses by index, no arm.
 ///
 /// ```
 /// use batch_runtime::fake::{Fake, Reply};
@@ -42,36 +46,26 @@ use crate::state::BatchState;
 /// # Ok::<(), batch_runtime::Error>(()) }).unwrap();
 /// ```
 #[must_use = "a batch does nothing until it is sent"]
-pub struct Batch<S, A = ArmSet> {
+pub struct Batch<S = IndexSlots, A = ArmSet> {
     requests: Vec<Request>,
     slots: S,
     arms: A,
     options: Options,
 }
 
-impl Batch<DynSlots<usize, Raw>> {
+impl Batch {
     /// A batch keyed by index (definition order), keeping each response.
+    /// [`send`](Batch::send) returns a `Vec<Result<Response, Error>>`,
+    /// [`try_send`](Batch::try_send) a `Vec<Response>`, in definition order.
     pub fn new(requests: impl IntoIterator<Item = Request>) -> Self {
         let requests: Vec<Request> = requests.into_iter().collect();
-        let keys = (0..requests.len()).collect();
-        Batch::from_slots(requests, DynSlots::new(keys))
-    }
-}
-
-impl<K> Batch<DynSlots<K, Raw>>
-where
-    K: Clone + std::fmt::Display + Send + Sync + 'static,
-{
-    /// A batch with your own keys (strings, ids …), shown in errors and
-    /// passed to `progress` and `catch`.
-    pub fn keyed(requests: impl IntoIterator<Item = (K, Request)>) -> Self {
-        let (keys, requests): (Vec<K>, Vec<Request>) = requests.into_iter().unzip();
-        Batch::from_slots(requests, DynSlots::new(keys))
+        let slots = IndexSlots::new(requests.len());
+        Batch::from_parts(requests, slots, ArmSet::default())
     }
 
     /// Decodes every successful body as JSON into `T`; a body that does not
     /// decode is a failure of that request.
-    pub fn json<T: DeserializeOwned>(self) -> Batch<DynSlots<K, Json<T>>> {
+    pub fn json<T: DeserializeOwned>(self) -> Batch<IndexSlots<Json<T>>> {
         Batch {
             requests: self.requests,
             slots: self.slots.retype(),
@@ -81,17 +75,36 @@ where
     }
 }
 
-impl<S: Slots> Batch<S> {
-    /// A batch over slots you provide, with no arm yet.
-    pub fn from_slots(requests: Vec<Request>, slots: S) -> Self {
-        Batch::from_parts(requests, slots, ArmSet::default())
+impl<K> Batch<KeyedSlots<K>>
+where
+    K: Clone + std::fmt::Display + Send + Sync + 'static,
+{
+    /// A batch with your own keys (strings, ids …), shown in errors and
+    /// passed to `progress` and `catch`. [`send`](Batch::send) returns a
+    /// [`Keyed`](crate::Keyed)`<K, Result<Response, Error>>`, looked up by
+    /// key (`results["eu"]`) and iterated in definition order;
+    /// [`try_send`](Batch::try_send) a `Keyed<K, Response>`.
+    pub fn keyed(requests: impl IntoIterator<Item = (K, Request)>) -> Self {
+        let (keys, requests): (Vec<K>, Vec<Request>) = requests.into_iter().unzip();
+        Batch::from_parts(requests, KeyedSlots::new(keys), ArmSet::default())
+    }
+
+    /// Decodes every successful body as JSON into `T`; a body that does not
+    /// decode is a failure of that request.
+    pub fn json<T: DeserializeOwned>(self) -> Batch<KeyedSlots<K, Json<T>>> {
+        Batch {
+            requests: self.requests,
+            slots: self.slots.retype(),
+            arms: self.arms,
+            options: self.options,
+        }
     }
 }
 
 impl<S: Slots, A> Batch<S, A> {
-    /// A batch over slots and arms you provide; `batch!` uses this with a
-    /// [`Dispatch`](crate::Dispatch), so that its arms share what they capture.
-    pub fn from_parts(requests: Vec<Request>, slots: S, arms: A) -> Self {
+    /// A batch over slots and arms; `batch!` builds its batches with this
+    /// (through `__private::with_arms`).
+    pub(crate) fn from_parts(requests: Vec<Request>, slots: S, arms: A) -> Self {
         debug_assert_eq!(requests.len(), slots.len());
         Batch {
             requests,
@@ -133,6 +146,38 @@ impl<S: Slots, A> Batch<S, A> {
     }
 }
 
+/// For each arm, its two setters: `before` takes a plain closure,
+/// `before_async` a closure returning a future. Each replaces one type
+/// parameter of the [`ArmSet`] and keeps the other four.
+macro_rules! arm_setters {
+    ($(
+        $(#[doc = $doc:literal])+
+        fn $sync:ident / $async_:ident ($($arg:ty),*) {
+            sets $field:ident, keeps $($keep:ident),*
+        } -> $sync_ret:ty, $async_ret:ty;
+    )*) => {$(
+        $(#[doc = $doc])+
+        pub fn $sync<G>(self, arm: G) -> Batch<S, $sync_ret>
+        where
+            G: FnMut($($arg),*),
+        {
+            self.map_arms(|a| ArmSet { $field: SyncArm(arm), $($keep: a.$keep),* })
+        }
+
+        #[doc = concat!(
+            "`", stringify!($sync), "`, as a closure returning a `Send` future that does \
+             not borrow the arguments (`|..| async move { .. }`, see [`AsyncArm`])."
+        )]
+        pub fn $async_<G, Fut>(self, arm: G) -> Batch<S, $async_ret>
+        where
+            G: FnMut($($arg),*) -> Fut,
+            Fut: Future<Output = ()> + Send,
+        {
+            self.map_arms(|a| ArmSet { $field: AsyncArm(arm), $($keep: a.$keep),* })
+        }
+    )*};
+}
+
 impl<S: Slots, B, P, T, C, F> Batch<S, ArmSet<B, P, T, C, F>> {
     fn map_arms<A2>(self, change: impl FnOnce(ArmSet<B, P, T, C, F>) -> A2) -> Batch<S, A2> {
         Batch {
@@ -143,159 +188,42 @@ impl<S: Slots, B, P, T, C, F> Batch<S, ArmSet<B, P, T, C, F>> {
         }
     }
 
-    /// `before`: once, before any request starts.
-    pub fn before<G>(self, arm: G) -> Batch<S, ArmSet<SyncArm<G>, P, T, C, F>>
-    where
-        G: FnMut(&BatchState),
-    {
-        self.map_arms(|a| ArmSet {
-            before: SyncArm(arm),
-            progress: a.progress,
-            then: a.then,
-            catch: a.catch,
-            finally: a.finally,
-        })
-    }
+    arm_setters! {
+        /// `before`: once, before any request starts.
+        fn before / before_async (&BatchState) {
+            sets before, keeps progress, then, catch, finally
+        } -> ArmSet<SyncArm<G>, P, T, C, F>, ArmSet<AsyncArm<G>, P, T, C, F>;
 
-    /// `before`, as a closure returning a future (`|b| async move { .. }`).
-    /// The future must be `Send` and must not borrow the arguments.
-    pub fn before_async<G, Fut>(self, arm: G) -> Batch<S, ArmSet<AsyncArm<G>, P, T, C, F>>
-    where
-        G: FnMut(&BatchState) -> Fut,
-        Fut: Future<Output = ()> + Send,
-    {
-        self.map_arms(|a| ArmSet {
-            before: AsyncArm(arm),
-            progress: a.progress,
-            then: a.then,
-            catch: a.catch,
-            finally: a.finally,
-        })
-    }
+        /// `progress`: once per success, in completion order.
+        fn progress / progress_async (&BatchState, S::Key, &Response) {
+            sets progress, keeps before, then, catch, finally
+        } -> ArmSet<B, SyncArm<G>, T, C, F>, ArmSet<B, AsyncArm<G>, T, C, F>;
 
-    /// `progress`: once per success, in completion order.
-    pub fn progress<G>(self, arm: G) -> Batch<S, ArmSet<B, SyncArm<G>, T, C, F>>
-    where
-        G: FnMut(&BatchState, S::Key, &Response),
-    {
-        self.map_arms(|a| ArmSet {
-            before: a.before,
-            progress: SyncArm(arm),
-            then: a.then,
-            catch: a.catch,
-            finally: a.finally,
-        })
-    }
+        /// `then`: once, with every success value, only if nothing failed.
+        fn then / then_async (&BatchState, &S::AllOk) {
+            sets then, keeps before, progress, catch, finally
+        } -> ArmSet<B, P, SyncArm<G>, C, F>, ArmSet<B, P, AsyncArm<G>, C, F>;
 
-    /// `progress`, as a closure returning a `Send` future that does not borrow
-    /// the arguments (see [`AsyncArm`]).
-    pub fn progress_async<G, Fut>(self, arm: G) -> Batch<S, ArmSet<B, AsyncArm<G>, T, C, F>>
-    where
-        G: FnMut(&BatchState, S::Key, &Response) -> Fut,
-        Fut: Future<Output = ()> + Send,
-    {
-        self.map_arms(|a| ArmSet {
-            before: a.before,
-            progress: AsyncArm(arm),
-            then: a.then,
-            catch: a.catch,
-            finally: a.finally,
-        })
-    }
+        /// `catch`: once per failure, in completion order.
+        fn catch / catch_async (&BatchState, S::Key, &Error) {
+            sets catch, keeps before, progress, then, finally
+        } -> ArmSet<B, P, T, SyncArm<G>, F>, ArmSet<B, P, T, AsyncArm<G>, F>;
 
-    /// `then`: once, with every success value, only if nothing failed.
-    pub fn then<G>(self, arm: G) -> Batch<S, ArmSet<B, P, SyncArm<G>, C, F>>
-    where
-        G: FnMut(&BatchState, &S::AllOk),
-    {
-        self.map_arms(|a| ArmSet {
-            before: a.before,
-            progress: a.progress,
-            then: SyncArm(arm),
-            catch: a.catch,
-            finally: a.finally,
-        })
-    }
-
-    /// `then`, as a closure returning a `Send` future that does not borrow
-    /// the arguments (see [`AsyncArm`]).
-    pub fn then_async<G, Fut>(self, arm: G) -> Batch<S, ArmSet<B, P, AsyncArm<G>, C, F>>
-    where
-        G: FnMut(&BatchState, &S::AllOk) -> Fut,
-        Fut: Future<Output = ()> + Send,
-    {
-        self.map_arms(|a| ArmSet {
-            before: a.before,
-            progress: a.progress,
-            then: AsyncArm(arm),
-            catch: a.catch,
-            finally: a.finally,
-        })
-    }
-
-    /// `catch`: once per failure, in completion order.
-    pub fn catch<G>(self, arm: G) -> Batch<S, ArmSet<B, P, T, SyncArm<G>, F>>
-    where
-        G: FnMut(&BatchState, S::Key, &Error),
-    {
-        self.map_arms(|a| ArmSet {
-            before: a.before,
-            progress: a.progress,
-            then: a.then,
-            catch: SyncArm(arm),
-            finally: a.finally,
-        })
-    }
-
-    /// `catch`, as a closure returning a `Send` future that does not borrow
-    /// the arguments (see [`AsyncArm`]).
-    pub fn catch_async<G, Fut>(self, arm: G) -> Batch<S, ArmSet<B, P, T, AsyncArm<G>, F>>
-    where
-        G: FnMut(&BatchState, S::Key, &Error) -> Fut,
-        Fut: Future<Output = ()> + Send,
-    {
-        self.map_arms(|a| ArmSet {
-            before: a.before,
-            progress: a.progress,
-            then: a.then,
-            catch: AsyncArm(arm),
-            finally: a.finally,
-        })
-    }
-
-    /// `finally`: once, always, last, with every result.
-    pub fn finally<G>(self, arm: G) -> Batch<S, ArmSet<B, P, T, C, SyncArm<G>>>
-    where
-        G: FnMut(&BatchState, &S::All),
-    {
-        self.map_arms(|a| ArmSet {
-            before: a.before,
-            progress: a.progress,
-            then: a.then,
-            catch: a.catch,
-            finally: SyncArm(arm),
-        })
-    }
-
-    /// `finally`, as a closure returning a `Send` future that does not borrow
-    /// the arguments (see [`AsyncArm`]).
-    pub fn finally_async<G, Fut>(self, arm: G) -> Batch<S, ArmSet<B, P, T, C, AsyncArm<G>>>
-    where
-        G: FnMut(&BatchState, &S::All) -> Fut,
-        Fut: Future<Output = ()> + Send,
-    {
-        self.map_arms(|a| ArmSet {
-            before: a.before,
-            progress: a.progress,
-            then: a.then,
-            catch: a.catch,
-            finally: AsyncArm(arm),
-        })
+        /// `finally`: once, always, last, with every result.
+        fn finally / finally_async (&BatchState, &S::All) {
+            sets finally, keeps before, progress, then, catch
+        } -> ArmSet<B, P, T, C, SyncArm<G>>, ArmSet<B, P, T, C, AsyncArm<G>>;
     }
 }
 
 impl<S: Slots, A: Arms<S>> Batch<S, A> {
-    /// Runs the batch and returns every result in definition order.
+    /// Runs the batch and returns every result, in definition order:
+    ///
+    /// | batch | `send` returns |
+    /// |---|---|
+    /// | `batch! { payment: .. => Charge, .. }` | its `Results` struct: a field per key, `payment: Result<Charge, Error>` |
+    /// | [`Batch::new`] | `Vec<Result<Response, Error>>` (`Vec<Result<T, Error>>` after `.json::<T>()`) |
+    /// | [`Batch::keyed`] | [`Keyed`](crate::Keyed)`<K, Result<Response, Error>>`, looked up by key |
     ///
     /// # Panics
     ///
@@ -313,6 +241,10 @@ impl<S: Slots, A: Arms<S>> Batch<S, A> {
 
     /// Runs the batch and returns every success value, or the first error
     /// in definition order. Arms run exactly as with [`Batch::send`].
+    ///
+    /// The success values are a `Succeeded` struct for `batch!` (a field per
+    /// key, `payment: Charge`), a `Vec` for [`Batch::new`] and a
+    /// [`Keyed`](crate::Keyed)`<K, T>` for [`Batch::keyed`].
     ///
     /// # Errors
     ///

@@ -73,10 +73,11 @@
 //! | deferred closures: `deferred.spawn(async move {..})` | after the response | nothing |
 //!
 //! Modules: [`fake`] (a transport for tests, with assertions), [`defer`]
-//! (work after the response, a tower layer, graceful drain). Run-time
-//! batches over any number of requests use [`Batch::new`] and
-//! [`Batch::keyed`]. Every guarantee is listed in the README and pinned by a
-//! test.
+//! (work after the response, a tower layer, graceful drain), [`types`]
+//! (the types in [`Batch`]'s signatures). Run-time batches over any number
+//! of requests use [`Batch::new`] (results in a `Vec`, by index) and
+//! [`Batch::keyed`] (results in a [`Keyed`], by your keys). Every guarantee
+//! is listed in the README and pinned by a test.
 
 mod arms;
 mod batch;
@@ -85,6 +86,7 @@ pub mod defer;
 mod engine;
 mod error;
 pub mod fake;
+mod keyed;
 mod redact;
 mod request;
 mod response;
@@ -95,21 +97,45 @@ mod state;
 #[doc(hidden)]
 pub mod __private;
 
-pub use arms::{
-    ArmEvent, ArmSet, Arms, AsyncArm, BeforeArm, CatchArm, Dispatch, NoArm, ProgressArm,
-    ResultsArm, SyncArm,
-};
 pub use batch::Batch;
 pub use client::{
     Client, ClientBuilder, DEFAULT_BODY_LIMIT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
 };
 pub use engine::DEFAULT_CONCURRENCY;
 pub use error::{Error, ErrorKind};
+pub use keyed::Keyed;
 pub use request::Request;
 pub use response::Response;
 pub use retry::Retry;
-pub use slots::{Decoder, DynSlots, Json, Raw, Slot, Slots};
 pub use state::BatchState;
+
+/// The types [`Batch`]'s signatures mention: its slots (where results land)
+/// and its arms. You rarely name them; they are here so that a function
+/// can return a configured batch, and so that the signatures link somewhere.
+///
+/// ```
+/// use batch_runtime::types::{ArmSet, IndexSlots, Json, NoArm, SyncArm};
+/// use batch_runtime::{Batch, BatchState, Request};
+///
+/// /// Numbers, decoded, with a `before` arm.
+/// fn numbers(
+///     urls: Vec<String>,
+/// ) -> Batch<IndexSlots<Json<u32>>, ArmSet<SyncArm<impl FnMut(&BatchState)>>> {
+///     Batch::new(urls.into_iter().map(Request::get))
+///         .json::<u32>()
+///         .before(|b| println!("{} requests", b.total_requests()))
+/// }
+/// # let _: ArmSet<NoArm> = ArmSet::default();
+/// # let _ = numbers(vec![]);
+/// ```
+pub mod types {
+    pub use crate::arms::{
+        ArmSet, Arms, AsyncArm, BeforeArm, CatchArm, NoArm, ProgressArm, ResultsArm, SharedArms,
+        SyncArm,
+    };
+    pub use crate::keyed::KeyedIter;
+    pub use crate::slots::{Decoder, IndexSlots, Json, KeyedSlots, Raw, Slots};
+}
 
 pub use reqwest::header;
 pub use reqwest::{Method, StatusCode, Url};
@@ -132,11 +158,16 @@ pub use reqwest::{Method, StatusCode, Url};
 ///   `head` without an import and must be a [`Request`].
 /// - `=> T` decodes a successful body as JSON into `T: serde::Deserialize`;
 ///   without it the value is the buffered [`Response`].
-/// - Inside the invocation (in the arms) the keys are an enum `Key`
-///   (`Key::Payment` for `payment`; `Copy`, `Eq`, `Hash`, `Display` as
-///   written, `Key::as_str`, `Key::ALL`), every success value is a struct
-///   `Succeeded` (field `payment: T`), every result a struct `Results`
-///   (field `payment: Result<T, Error>`).
+/// - In the arms the keys are an enum `Key` (`Key::Payment` for
+///   `payment`; `Copy`, `Eq`, `Hash`, `Display` as written, `Key::as_str`,
+///   `Key::ALL`). `then`'s `ok` has a field per key with the success value
+///   (`ok.payment: T`; compiler messages call it `Succeeded`); `finally`'s
+///   `all`, and what `send` returns, a field per key with the result
+///   (`all.payment: Result<T, Error>`; called `Results`).
+/// - No name is reserved: `=> T` and the request expressions are resolved
+///   in your scope before anything is generated, so your own types may be
+///   called `Key`, `Results` or `Succeeded`. Only inside the arms does `Key`
+///   mean the batch's key enum.
 /// - `b` is the [`BatchState`]. Every arm is optional and given at most
 ///   once. The arms become one closure that runs one event at a time on
 ///   the batch's task, so they share what they capture: `progress` and

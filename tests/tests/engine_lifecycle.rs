@@ -78,7 +78,7 @@ async fn lifecycle_arms_run_in_order_with_exact_counters() {
     assert_eq!((log[2].2, log[2].3), (2, 1));
     assert_eq!((log[3].2, log[3].3, log[3].4), (3, 0, 1));
     assert_eq!((log[4].2, log[4].3, log[4].4, log[4].5), (3, 0, 1, true));
-    assert!(results[0].is_ok() && results[1].is_ok() && results[2].is_err());
+    assert!(results["slow"].is_ok() && results["fast"].is_ok() && results["broken"].is_err());
 }
 
 #[tokio::test]
@@ -213,8 +213,8 @@ async fn per_request_timeout_overrides_the_default() {
     ])
     .send(&client(&upstream))
     .await;
-    assert!(results[0].is_ok());
-    let err = results[1].as_ref().unwrap_err();
+    assert!(results["patient"].is_ok());
+    let err = results["impatient"].as_ref().unwrap_err();
     assert!(err.is_timeout(), "{err}");
     assert_eq!(err.key(), Some("impatient"));
 }
@@ -233,8 +233,8 @@ async fn deadline_fails_unfinished_requests_and_catch_sees_them() {
     .send(&client(&upstream))
     .await;
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(results[0].is_ok());
-    assert!(results[1].as_ref().unwrap_err().is_timeout());
+    assert!(results["quick"].is_ok());
+    assert!(results["stuck"].as_ref().unwrap_err().is_timeout());
     assert_eq!(caught, vec![("stuck", ErrorKind::Deadline)]);
 }
 
@@ -261,11 +261,11 @@ async fn fail_fast_cancels_the_rest_without_catch() {
         "cancelled requests must not be awaited"
     );
     assert_eq!(caught, vec!["b"]);
-    assert!(results[0].as_ref().unwrap_err().is_cancelled());
-    assert!(results[1].as_ref().unwrap_err().is_status());
-    assert!(results[2].as_ref().unwrap_err().is_cancelled());
+    assert!(results["a"].as_ref().unwrap_err().is_cancelled());
+    assert!(results["b"].as_ref().unwrap_err().is_status());
+    assert!(results["c"].as_ref().unwrap_err().is_cancelled());
     // `d` was never started: concurrency 3, and `b` failed first.
-    assert!(results[3].as_ref().unwrap_err().is_cancelled());
+    assert!(results["d"].as_ref().unwrap_err().is_cancelled());
     assert_eq!(failed_at_finally, 4);
     assert_eq!(upstream.hits(), 3);
 }
@@ -410,7 +410,7 @@ async fn refused_connection_is_a_connect_failure_that_reaches_catch() {
         .send(&Client::new())
         .await;
     assert_eq!(caught, vec![("down", true)]);
-    let err = results[0].as_ref().unwrap_err();
+    let err = results["down"].as_ref().unwrap_err();
     assert!(
         err.to_string()
             .starts_with("request `down` GET http://127.0.0.1:"),

@@ -41,7 +41,7 @@ async fn send_two(fake: &Fake) {
     .concurrency(1)
     .send(&client)
     .await;
-    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(results.values().all(Result::is_ok), "{results:?}");
 }
 
 #[tokio::test]
@@ -326,13 +326,13 @@ async fn typed_slots_decode_and_invalid_json_is_a_decode_failure() {
     .send(&client(&fake))
     .await;
     assert_eq!(
-        results[0].as_ref().unwrap(),
+        results["good"].as_ref().unwrap(),
         &Charge {
             id: "ch_1".into(),
             amount: 4200
         }
     );
-    let err = results[1].as_ref().unwrap_err();
+    let err = results["bad"].as_ref().unwrap_err();
     assert!(err.is_decode());
     let text = err.to_string();
     assert!(

@@ -58,7 +58,7 @@ async fn secrets_are_absent_from_debug_display_and_traces() {
     let results = Batch::keyed([("leaky", request), ("echo", Request::get("/echo"))])
         .send(&client)
         .await;
-    let err = results[0].as_ref().unwrap_err();
+    let err = results["leaky"].as_ref().unwrap_err();
     let texts = [
         shown_request,
         format!("{client:?}"),
@@ -85,7 +85,7 @@ async fn secrets_are_absent_from_debug_display_and_traces() {
     assert!(trace.contains("status=500"), "{trace}");
     assert!(trace.contains("admin:***@"), "{trace}");
     // The secrets were still sent: redaction is for output only.
-    let echo = results[1]
+    let echo = results["echo"]
         .as_ref()
         .unwrap()
         .json::<serde_json::Value>()

@@ -27,7 +27,7 @@ pub async fn checkout_0(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -49,7 +49,7 @@ pub async fn checkout_1(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -71,7 +71,7 @@ pub async fn checkout_2(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -93,7 +93,7 @@ pub async fn checkout_3(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -115,7 +115,7 @@ pub async fn checkout_4(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -137,7 +137,7 @@ pub async fn checkout_5(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -159,7 +159,7 @@ pub async fn checkout_6(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -181,7 +181,7 @@ pub async fn checkout_7(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -203,7 +203,7 @@ pub async fn checkout_8(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -225,7 +225,7 @@ pub async fn checkout_9(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -247,7 +247,7 @@ pub async fn checkout_10(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -269,7 +269,7 @@ pub async fn checkout_11(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -291,7 +291,7 @@ pub async fn checkout_12(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -313,7 +313,7 @@ pub async fn checkout_13(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -335,7 +335,7 @@ pub async fn checkout_14(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -357,7 +357,7 @@ pub async fn checkout_15(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -379,7 +379,7 @@ pub async fn checkout_16(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -401,7 +401,7 @@ pub async fn checkout_17(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -423,7 +423,7 @@ pub async fn checkout_18(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -445,7 +445,7 @@ pub async fn checkout_19(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -467,7 +467,7 @@ pub async fn checkout_20(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -489,7 +489,7 @@ pub async fn checkout_21(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -511,7 +511,7 @@ pub async fn checkout_22(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -533,7 +533,7 @@ pub async fn checkout_23(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -555,7 +555,7 @@ pub async fn checkout_24(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -577,7 +577,7 @@ pub async fn checkout_25(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -599,7 +599,7 @@ pub async fn checkout_26(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -621,7 +621,7 @@ pub async fn checkout_27(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -643,7 +643,7 @@ pub async fn checkout_28(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -665,7 +665,7 @@ pub async fn checkout_29(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -687,7 +687,7 @@ pub async fn checkout_30(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -709,7 +709,7 @@ pub async fn checkout_31(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -731,7 +731,7 @@ pub async fn checkout_32(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -753,7 +753,7 @@ pub async fn checkout_33(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -775,7 +775,7 @@ pub async fn checkout_34(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -797,7 +797,7 @@ pub async fn checkout_35(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -819,7 +819,7 @@ pub async fn checkout_36(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -841,7 +841,7 @@ pub async fn checkout_37(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -863,7 +863,7 @@ pub async fn checkout_38(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -885,7 +885,7 @@ pub async fn checkout_39(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -907,7 +907,7 @@ pub async fn checkout_40(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -929,7 +929,7 @@ pub async fn checkout_41(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -951,7 +951,7 @@ pub async fn checkout_42(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -973,7 +973,7 @@ pub async fn checkout_43(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -995,7 +995,7 @@ pub async fn checkout_44(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -1017,7 +1017,7 @@ pub async fn checkout_45(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -1039,7 +1039,7 @@ pub async fn checkout_46(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -1061,7 +1061,7 @@ pub async fn checkout_47(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -1083,7 +1083,7 @@ pub async fn checkout_48(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
@@ -1105,7 +1105,7 @@ pub async fn checkout_49(client: &Client, order: u64) -> Option<String> {
     .finally(|b, _| println!("{}", b.failed_requests()))
     .send(client)
     .await;
-    let mut all = all.into_iter();
+    let mut all = all.into_values();
     let reserved = all.next()?.ok()?.json::<Reservation>().ok()?.id;
     let charge = all.next()?.ok()?.json::<Charge>().ok()?;
     all.next()?.ok()?;
