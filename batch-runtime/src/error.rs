@@ -45,6 +45,10 @@ pub enum ErrorKind {
     Cancelled,
     /// A request sent to a [`Fake`](crate::fake::Fake) matched no rule.
     UnmatchedFake,
+    /// A redirect was refused and not followed: it would leave the base
+    /// URL (another origin, or a path outside the base path), downgrade
+    /// https to http, loop, or exceed the redirect limit.
+    Redirect,
 }
 
 /// An error from building, sending, reading or decoding a request.
@@ -134,6 +138,8 @@ impl Error {
     pub(crate) fn from_reqwest(err: reqwest::Error, timeout: Duration) -> Self {
         let kind = if err.is_timeout() {
             return Error::timeout(Some(timeout)).with_source(err);
+        } else if err.is_redirect() {
+            ErrorKind::Redirect
         } else if err.is_connect() {
             ErrorKind::Connect
         } else if err.is_builder() {
@@ -144,11 +150,15 @@ impl Error {
         // The chain of sources says more than reqwest's top-level message.
         let mut message = match kind {
             ErrorKind::Connect => String::from("could not connect"),
+            // The policy's own message says which redirect and why.
+            ErrorKind::Redirect => String::new(),
             _ => String::from("transport error"),
         };
         let mut source: Option<&dyn StdError> = StdError::source(&err);
         while let Some(cause) = source {
-            message.push_str(": ");
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
             message.push_str(&cause.to_string());
             source = cause.source();
         }
@@ -170,6 +180,7 @@ impl Error {
             ErrorKind::Decode => "decode",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::UnmatchedFake => "unmatched_fake",
+            ErrorKind::Redirect => "redirect",
         }
     }
 
@@ -249,6 +260,14 @@ impl Error {
             ErrorKind::InvalidUrl | ErrorKind::BaseUrlEscape | ErrorKind::Builder
         )
     }
+}
+
+/// The response body was over the client's limit.
+pub(crate) fn too_large(limit: usize) -> Error {
+    Error::new(
+        ErrorKind::BodyTooLarge { limit },
+        format!("response body is larger than the {limit}-byte limit (raise it with `ClientBuilder::body_limit`)"),
+    )
 }
 
 /// reqwest errors carry the URL, which may hold a password; ours is redacted
