@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use batch_runtime::header::{HeaderValue, AUTHORIZATION};
 use batch_runtime::{Client, ErrorKind, Request, Retry};
 use batch_tests::{refused_url, serve};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
 /// Every test ends within this, or fails.
@@ -417,4 +417,86 @@ async fn the_default_timeout_cuts_off_a_server_that_never_answers() {
         "cut off after {waited:?}"
     );
     assert!(err.to_string().contains("30s"), "{err}");
+}
+
+/// A loopback HTTP proxy: reads each request's line (absolute form, as
+/// clients send to a proxy), records it, and answers by the path: `/api/go`
+/// redirects to another origin, `/api/hang` never answers, anything else is
+/// `200 via proxy`.
+async fn loopback_proxy() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head);
+                let line = text.lines().next().unwrap_or("").to_owned();
+                record.lock().unwrap().push(line.clone());
+                let answer: &[u8] = if line.contains("/api/go ") {
+                    b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere.invalid/x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                } else if line.contains("/api/hang ") {
+                    std::future::pending::<()>().await;
+                    b""
+                } else {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nvia proxy"
+                };
+                let _ = socket.write_all(answer).await;
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test]
+async fn a_users_own_reqwest_builder_is_used_and_the_guarantees_still_hold() {
+    timeout(LIMIT, async {
+        let (proxy, seen) = loopback_proxy().await;
+        let own = reqwest::Client::builder()
+            .proxy(reqwest::Proxy::http(&proxy).unwrap())
+            .user_agent("shop/1.0")
+            // Replaced by the client's own timeout, as documented.
+            .timeout(Duration::from_secs(3600));
+        // `.invalid` never resolves: only the proxy can have answered.
+        let client = Client::builder()
+            .with_reqwest(own)
+            .base_url("http://upstream.invalid/api")
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+
+        let ok = client.send(Request::get("/users/1")).await.unwrap();
+        assert_eq!(ok.text(), "via proxy");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["GET http://upstream.invalid/api/users/1 HTTP/1.1"]
+        );
+
+        let err = client.send(Request::get("/go")).await.unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::Redirect, "{err}");
+        let err = client.send(Request::get("/hang")).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            &ErrorKind::Timeout,
+            "our timeout applies: {err}"
+        );
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3, "the redirect was not followed: {seen:?}");
+        assert!(
+            !seen.iter().any(|line| line.contains("elsewhere")),
+            "{seen:?}"
+        );
+    })
+    .await
+    .expect("no hang");
 }
