@@ -23,8 +23,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default response body limit: 10 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 10 * 1024 * 1024;
 /// The most redirects one request follows; the next one fails with
-/// [`ErrorKind::Redirect`].
-pub const MAX_REDIRECTS: usize = 10;
+/// [`ErrorKind::Redirect`]. Stated as "10" in the public docs.
+pub(crate) const MAX_REDIRECTS: usize = 10;
 
 /// An HTTP client for batches. Cheap to clone: clones share one connection
 /// pool (or one [`Fake`]).
@@ -42,16 +42,20 @@ pub const MAX_REDIRECTS: usize = 10;
 ///
 /// # Redirects
 ///
-/// At most [`MAX_REDIRECTS`] redirects are followed. A redirect that is not
-/// followed fails the request with [`ErrorKind::Redirect`], naming the
-/// target and the reason, before the target is contacted:
+/// Redirects are followed, and each one is checked before its target is
+/// contacted. One that breaks a rule is not followed: the request fails
+/// with [`ErrorKind::Redirect`], whose message names the target (redacted)
+/// and the rule. The rules:
 ///
-/// - with a base URL, a redirect must stay under it: the same scheme, host
-///   and port, and a path under the base path (the same rule as for
-///   request paths);
-/// - with or without one, a redirect from `https` to `http`, a redirect to
-///   a URL already visited (a loop), and the redirect after the
-///   [`MAX_REDIRECTS`]th.
+/// - with a base URL, a redirect stays under it: the same scheme, host and
+///   port, and a path under the base path (the rule for request paths);
+/// - never from `https` to `http`;
+/// - never to a URL visited already in this request (a loop);
+/// - at most 10 redirects per request.
+///
+/// The same policy is installed on a builder given with
+/// [`ClientBuilder::with_reqwest`]. The [`Fake`] does not follow redirects:
+/// a stubbed 3xx reply is the response.
 ///
 /// # Printing
 ///
@@ -217,7 +221,8 @@ impl Client {
     /// # Errors
     ///
     /// Every failure of [`ErrorKind`]: a bad or escaping URL, transport
-    /// errors, timeouts, status ≥ 400, a body over the limit.
+    /// errors, timeouts, a redirect not followed, status ≥ 400, a body over
+    /// the limit.
     pub async fn send(&self, request: Request) -> Result<Response, Error> {
         self.execute(&request, None).await
     }
@@ -572,7 +577,7 @@ impl ClientBuilder {
     /// whatever it had for them, so the guarantees hold:
     ///
     /// - the redirect policy (see [`Client`]: redirects never leave the
-    ///   base URL, no https→http downgrade, at most [`MAX_REDIRECTS`]);
+    ///   base URL, no https→http downgrade, at most 10);
     /// - the total timeout, from [`ClientBuilder::timeout`] (default 30 s);
     /// - the connect timeout, from [`ClientBuilder::connect_timeout`]
     ///   (default 10 s).
@@ -688,7 +693,7 @@ mod tests {
         let why = redirect_allowed(None, std::slice::from_ref(&from), &down).unwrap_err();
         assert!(why.contains("downgrade https to http"), "{why}");
         let up = Url::parse("https://shop.test/b").unwrap();
-        assert!(redirect_allowed(None, &[down.clone()], &up).is_ok());
+        assert!(redirect_allowed(None, std::slice::from_ref(&down), &up).is_ok());
         let base = Base::parse("https://shop.test/").unwrap();
         let why = redirect_allowed(Some(&base), &[from], &down).unwrap_err();
         assert!(why.contains("downgrade"), "{why}");

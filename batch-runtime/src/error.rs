@@ -14,7 +14,8 @@ type Source = Box<dyn StdError + Send + Sync + 'static>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The URL could not be parsed or joined onto the base URL.
+    /// The URL could not be parsed or joined onto the base URL, or a base
+    /// URL has a query or fragment (refused by `ClientBuilder::build`).
     InvalidUrl,
     /// The path would leave the client's base URL (another scheme, host or
     /// port, or a `..` above the base path). Refused before any I/O.
@@ -54,7 +55,9 @@ pub enum ErrorKind {
 /// An error from building, sending, reading or decoding a request.
 ///
 /// It names the key (when the request ran in a batch), the method and the
-/// URL (with any password hidden). For status errors the response is kept:
+/// URL, redacted: the userinfo (`user:password@`) and the values of secret
+/// query parameters (`access_token`, `api_key`, `signature`, …) print as
+/// `***`. For status errors the response is kept:
 /// see [`Error::response`].
 pub struct Error {
     inner: Box<Inner>,
@@ -199,7 +202,8 @@ impl Error {
         self.inner.method.as_ref()
     }
 
-    /// The request URL with any password hidden.
+    /// The request URL, redacted as in [`Display`](fmt::Display): the
+    /// userinfo and the values of secret query parameters are `***`.
     pub fn url(&self) -> Option<&str> {
         self.inner.url.as_deref()
     }

@@ -146,3 +146,36 @@ async fn unserializable_values_and_bad_headers_are_builder_errors() {
     }
     assert_eq!(upstream.hits(), 0);
 }
+
+#[tokio::test]
+async fn refusals_before_io_print_no_secret_from_the_target() {
+    let based = Client::builder()
+        .base_url("http://api.test/v1")
+        .build()
+        .unwrap();
+    for (client, target) in [
+        (Client::new(), "/relative?access_token=tok_1"),
+        (Client::new(), "ftp://ghp_TOKEN2@files.test/x"),
+        (based.clone(), "//evil.test/x?api_key=key_3"),
+        (based.clone(), "http://sk_live_KEY4:@evil.test/x"),
+        (based, "/../admin?signature=sig_5"),
+    ] {
+        let err = client.send(Request::get(target)).await.unwrap_err();
+        assert!(err.is_builder(), "{target}: {err}");
+        for text in [err.to_string(), format!("{err:?}")] {
+            for secret in ["tok_1", "ghp_TOKEN2", "key_3", "sk_live_KEY4", "sig_5"] {
+                assert!(!text.contains(secret), "`{secret}` leaked: {text}");
+            }
+        }
+    }
+    let err = Client::builder()
+        .base_url("http://ghp_TOKEN6@api.test/v1?key=key_7")
+        .build()
+        .unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        !shown.contains("ghp_TOKEN6") && !shown.contains("key_7"),
+        "{shown}"
+    );
+    assert!(shown.contains("http://***@api.test/v1?key=***"), "{shown}");
+}
