@@ -24,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let base = BASES[usize::from(pick) % BASES.len()];
     let target = String::from_utf8_lossy(rest);
+    // The fake's replies run under tokio's timers.
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .expect("runtime");
     let fake = Fake::new();
