@@ -179,3 +179,63 @@ async fn refusals_before_io_print_no_secret_from_the_target() {
     );
     assert!(shown.contains("http://***@api.test/v1?key=***"), "{shown}");
 }
+
+mod redaction_properties {
+    use batch_runtime::fake::Fake;
+    use batch_runtime::Request;
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+
+    /// Where a token can sit in a URL: the user name, the password, or the
+    /// value of a secret query parameter (any case, in the query or added
+    /// with `Request::query`).
+    fn url_with_token() -> impl Strategy<Value = (String, String, bool)> {
+        let token = "tkn[A-Za-z0-9_-]{6,24}";
+        let param = prop::sample::select(vec![
+            "access_token",
+            "ACCESS_TOKEN",
+            "api_key",
+            "apikey",
+            "Token",
+            "key",
+            "signature",
+            "sig",
+            "password",
+            "secret",
+            "client_secret",
+            "code",
+            "github_token",
+            "private_key",
+        ]);
+        (token, param, 0..5usize, any::<bool>()).prop_map(|(token, param, place, via_query)| {
+            let url = match place {
+                0 => format!("http://{token}@api.test/x"),
+                1 => format!("http://{token}:@api.test/x"),
+                2 => format!("http://user:{token}@api.test/x"),
+                3 => format!("http://api.test/x?page=1&{param}={token}"),
+                _ => format!("http://api.test/cb#state=s&{param}={token}"),
+            };
+            (url, token, via_query && place < 3)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(Config { cases: 128, failure_persistence: None, ..Config::default() })]
+
+        #[test]
+        fn a_token_anywhere_in_the_url_is_never_printed((url, token, also_query) in url_with_token()) {
+            let mut request = Request::get(&url);
+            if also_query {
+                request = request.query(&[("access_token", token.as_str())]);
+            }
+            let shown_request = format!("{request:?}");
+            // A fake with no rule refuses the request with an error naming it.
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let err = runtime.block_on(Fake::new().client().send(request)).unwrap_err();
+            for text in [shown_request, err.to_string(), format!("{err:?}"), err.url().unwrap_or("").to_owned()] {
+                prop_assert!(!text.contains(&token), "`{}` printed in: {}", token, text);
+            }
+            prop_assert!(err.url().is_some_and(|u| u.contains("api.test")), "{}", err);
+        }
+    }
+}
