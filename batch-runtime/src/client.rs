@@ -584,7 +584,9 @@ impl ClientBuilder {
     ///
     /// reqwest's builder cannot be read back, so a timeout or redirect
     /// policy set on it is always replaced: set timeouts here. Ignored when
-    /// [`fake`](ClientBuilder::fake) is set.
+    /// [`fake`](ClientBuilder::fake) is set. The builder must come from the
+    /// reqwest this crate uses (0.13): add `reqwest = "0.13"` with the
+    /// features you need (`socks`, `native-tls`, …).
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

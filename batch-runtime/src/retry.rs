@@ -25,7 +25,8 @@ type Predicate = Arc<dyn Fn(&Error) -> bool + Send + Sync>;
 /// connection), so a `POST` that timed out is not charged twice. Other
 /// methods (`POST`, `PATCH`, …) are retried only after an error that proves
 /// nothing was sent ([`ErrorKind::Connect`]: the connection could not be
-/// made), or after any retryable error with [`Retry::non_idempotent`]
+/// made; a connect *timeout* is reported as [`ErrorKind::Timeout`] and does
+/// not count), or after any retryable error with [`Retry::non_idempotent`]
 /// (for endpoints that de-duplicate, e.g. by an idempotency key). The
 /// method rule holds with [`Retry::when`] too.
 ///
