@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Method, Url};
+use reqwest::Url;
 use tracing::Instrument;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{too_large, Error, ErrorKind};
 use crate::fake::Fake;
 use crate::redact;
-use crate::request::Request;
+use crate::request::{Prepared, Request};
 use crate::response::Response;
 
 /// Default total timeout of a request: connect, send, and read the body.
@@ -22,15 +22,50 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default response body limit: 10 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 10 * 1024 * 1024;
+/// The most redirects one request follows; the next one fails with
+/// [`ErrorKind::Redirect`]. Stated as "10" in the public docs.
+pub(crate) const MAX_REDIRECTS: usize = 10;
 
 /// An HTTP client for batches. Cheap to clone: clones share one connection
 /// pool (or one [`Fake`]).
+///
+/// # The base URL
 ///
 /// Paths are appended to the base URL and can never change its scheme, host
 /// or port: `//other.host/x`, `..` above the base path and absolute URLs to
 /// another origin are refused before any I/O with
 /// [`ErrorKind::BaseUrlEscape`]. Without a base URL, absolute URLs are
-/// required.
+/// required. A base URL is a scheme, host, port and path: one with a query
+/// or a fragment is refused by [`ClientBuilder::build`] (put parameters on
+/// each request with [`Request::query`]). A user name and password in it
+/// are sent (as basic auth) but never printed.
+///
+/// # Redirects
+///
+/// Redirects are followed, and each one is checked before its target is
+/// contacted. One that breaks a rule is not followed: the request fails
+/// with [`ErrorKind::Redirect`], whose message names the target (redacted)
+/// and the rule. The rules:
+///
+/// - with a base URL, a redirect stays under it: the same scheme, host and
+///   port, and a path under the base path (the rule for request paths);
+/// - never from `https` to `http`;
+/// - never to a URL visited already in this request (a loop);
+/// - at most 10 redirects per request.
+///
+/// The same policy is installed on a builder given with
+/// [`ClientBuilder::with_reqwest`]. The [`Fake`] does not follow redirects:
+/// a stubbed 3xx reply is the response.
+///
+/// # Printing
+///
+/// `Debug`, error messages and tracing fields print URLs with the whole
+/// userinfo (`user:password@`) as `***@` and the values of well-known
+/// secret query parameters (`access_token`, `api_key`, `token`, `key`,
+/// `signature`, `password`, `client_secret`, `code`, names ending in
+/// `_token`, `_secret`, `_key`, …) as `***`; header values of
+/// `Authorization`, `Proxy-Authorization`, `Cookie` and `Set-Cookie` as
+/// `<redacted>`. What is sent is unchanged.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -38,7 +73,7 @@ pub struct Client {
 
 struct Inner {
     transport: Transport,
-    base: Option<Base>,
+    base: Option<Arc<Base>>,
     headers: HeaderMap,
     timeout: Duration,
     body_limit: usize,
@@ -58,17 +93,89 @@ struct Base {
     path: String,
 }
 
-/// A request resolved against the client: absolute URL, merged headers.
-pub(crate) struct Prepared {
-    pub(crate) method: Method,
-    pub(crate) url: Url,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Option<Bytes>,
-    /// The effective timeout: the request's own, or the client's default.
-    pub(crate) timeout: Duration,
-    /// Whether the request set its own timeout (reqwest already applies
-    /// the client's default, so it is passed on only then).
-    pub(crate) own_timeout: bool,
+const LEAVES_ORIGIN: &str = "it would change the scheme, host or port of the base URL";
+const LEAVES_PATH: &str = "it resolves outside the base URL's path";
+
+impl Base {
+    /// Parses and checks a base URL: http(s), a host, no query, no fragment.
+    fn parse(raw: &str) -> Result<Base, Error> {
+        let url = absolute_url(raw)?;
+        if url.query().is_some() || url.fragment().is_some() {
+            let part = if url.query().is_some() {
+                "a query (`?…`)"
+            } else {
+                "a fragment (`#…`)"
+            };
+            return Err(Error::new(
+                ErrorKind::InvalidUrl,
+                format!(
+                    "base URL `{}` has {part}, which every request path would be appended to; \
+                     give the base URL as scheme, host, port and path only, and put query \
+                     parameters on each request with `Request::query`",
+                    redact::url(&url)
+                ),
+            ));
+        }
+        let prefix = url.as_str().trim_end_matches('/').to_owned();
+        let path = format!("{}/", url.path().trim_end_matches('/'));
+        Ok(Base { url, prefix, path })
+    }
+
+    /// Whether `url` stays under the base: same origin, path under the
+    /// base path. The error says which rule it broke.
+    fn check(&self, url: &Url) -> Result<(), &'static str> {
+        let same_origin = url.scheme() == self.url.scheme()
+            && url.host_str() == self.url.host_str()
+            && url.port_or_known_default() == self.url.port_or_known_default();
+        if !same_origin {
+            return Err(LEAVES_ORIGIN);
+        }
+        let path = url.path();
+        if !(path.starts_with(&self.path) || format!("{path}/") == self.path) {
+            return Err(LEAVES_PATH);
+        }
+        Ok(())
+    }
+}
+
+/// Whether a redirect from the URLs visited so far (`previous`, first the
+/// requested one) to `next` may be followed; see [`Client`]'s docs.
+fn redirect_allowed(base: Option<&Base>, previous: &[Url], next: &Url) -> Result<(), String> {
+    let target = redact::url(next);
+    if previous.len() > MAX_REDIRECTS {
+        return Err(format!(
+            "redirect to `{target}` not followed: more than {MAX_REDIRECTS} redirects"
+        ));
+    }
+    if previous.contains(next) {
+        return Err(format!(
+            "redirect to `{target}` not followed: a redirect loop (it was visited already)"
+        ));
+    }
+    if previous.last().is_some_and(|from| from.scheme() == "https") && next.scheme() == "http" {
+        return Err(format!(
+            "redirect to `{target}` not followed: it would downgrade https to http"
+        ));
+    }
+    if let Some(base) = base {
+        if let Err(why) = base.check(next) {
+            return Err(format!(
+                "redirect to `{target}` not followed: {why} `{}`",
+                redact::url(&base.url)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The redirect policy of one client: [`redirect_allowed`] for each hop.
+fn redirect_policy(base: Option<Arc<Base>>) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        match redirect_allowed(base.as_deref(), attempt.previous(), attempt.url()) {
+            Ok(()) => attempt.follow(),
+            Err(why) => attempt.error(why),
+        }
+    })
 }
 
 impl Client {
@@ -94,6 +201,7 @@ impl Client {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             body_limit: DEFAULT_BODY_LIMIT,
             fake: None,
+            reqwest: None,
             error: None,
         }
     }
@@ -113,7 +221,8 @@ impl Client {
     /// # Errors
     ///
     /// Every failure of [`ErrorKind`]: a bad or escaping URL, transport
-    /// errors, timeouts, status ≥ 400, a body over the limit.
+    /// errors, timeouts, a redirect not followed, status ≥ 400, a body over
+    /// the limit.
     pub async fn send(&self, request: Request) -> Result<Response, Error> {
         self.execute(&request, None).await
     }
@@ -136,10 +245,17 @@ impl Client {
         }
         let headers = if self.inner.headers.is_empty() {
             request.headers.clone()
+        } else if request.headers.is_empty() {
+            self.inner.headers.clone()
         } else {
+            // A name the request sets replaces the default of that name;
+            // every value (the defaults' and the request's) is kept.
             let mut merged = self.inner.headers.clone();
+            for name in request.headers.keys() {
+                merged.remove(name);
+            }
             for (name, value) in &request.headers {
-                merged.insert(name, value.clone());
+                merged.append(name, value.clone());
             }
             merged
         };
@@ -176,27 +292,15 @@ impl Client {
             Url::parse(&format!("{}/{path}", base.prefix)).map_err(|e| {
                 Error::new(
                     ErrorKind::InvalidUrl,
-                    format!("`{target}` is not a valid path: {e}"),
+                    format!("`{}` is not a valid path: {e}", redact::url_str(target)),
                 )
             })?
         };
-        let same_origin = joined.scheme() == base.url.scheme()
-            && joined.host_str() == base.url.host_str()
-            && joined.port_or_known_default() == base.url.port_or_known_default();
-        if !same_origin {
-            return Err(escape(
-                target,
-                "it would change the scheme, host or port of the base URL",
-            ));
+        match base.check(&joined) {
+            Ok(()) => Ok(joined),
+            Err(LEAVES_PATH) => Err(escape(target, &format!("{LEAVES_PATH} (a `..` segment?)"))),
+            Err(why) => Err(escape(target, why)),
         }
-        let path = joined.path();
-        if !(path.starts_with(&base.path) || format!("{path}/") == base.path) {
-            return Err(escape(
-                target,
-                "it resolves outside the base URL's path (a `..` segment?)",
-            ));
-        }
-        Ok(joined)
     }
 
     /// Sends a request with its retries, in a tracing span.
@@ -224,7 +328,7 @@ impl Client {
             let result = loop {
                 let result = self.attempt(&prepared).await;
                 let wait = match (&result, retry) {
-                    (Err(err), Some(retry)) => retry.next_wait(attempt, err),
+                    (Err(err), Some(retry)) => retry.next_wait(attempt, &prepared.method, err),
                     _ => None,
                 };
                 let Some(wait) = wait else { break result };
@@ -345,13 +449,6 @@ impl fmt::Debug for Client {
     }
 }
 
-pub(crate) fn too_large(limit: usize) -> Error {
-    Error::new(
-        ErrorKind::BodyTooLarge { limit },
-        format!("response body is larger than the {limit}-byte limit (raise it with `ClientBuilder::body_limit`)"),
-    )
-}
-
 fn escape(target: &str, why: &str) -> Error {
     Error::new(
         ErrorKind::BaseUrlEscape,
@@ -368,7 +465,10 @@ fn absolute_url(target: &str) -> Result<Url, Error> {
         )),
         Err(url::ParseError::RelativeUrlWithoutBase) => Err(Error::new(
             ErrorKind::InvalidUrl,
-            format!("`{target}` is a relative path, but the client has no base URL (set one with `ClientBuilder::base_url`)"),
+            format!(
+                "`{}` is a relative path, but the client has no base URL (set one with `ClientBuilder::base_url`)",
+                redact::url_str(target)
+            ),
         )),
         Err(e) => Err(Error::new(
             ErrorKind::InvalidUrl,
@@ -405,6 +505,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     body_limit: usize,
     fake: Option<Fake>,
+    reqwest: Option<reqwest::ClientBuilder>,
     error: Option<Error>,
 }
 
@@ -415,7 +516,10 @@ impl ClientBuilder {
         self
     }
 
-    /// A header sent with every request (a request's own value wins).
+    /// A header sent with every request. Calling it again with the same
+    /// name adds a value (both are sent). A request that sets a header of
+    /// that name itself replaces all the default's values with its own.
+    /// Credentials (`Authorization`, `Cookie`, …) are never printed.
     pub fn header<K, V>(mut self, name: K, value: V) -> Self
     where
         HeaderName: TryFrom<K>,
@@ -435,7 +539,7 @@ impl ClientBuilder {
                 if redact::is_sensitive(&name) {
                     value.set_sensitive(true);
                 }
-                self.headers.insert(name, value);
+                self.headers.append(name, value);
             }
             Err(message) => {
                 self.error
@@ -463,6 +567,40 @@ impl ClientBuilder {
         self
     }
 
+    /// Builds the HTTP transport from your own reqwest builder, for what
+    /// this builder does not set: a proxy, root certificates, a client
+    /// certificate (mTLS), the user agent, pool sizes, HTTP/2 prior
+    /// knowledge, a DNS resolver.
+    ///
+    /// A builder, not a built `reqwest::Client`, because three settings are
+    /// installed on it at [`build`](ClientBuilder::build), replacing
+    /// whatever it had for them, so the guarantees hold:
+    ///
+    /// - the redirect policy (see [`Client`]: redirects never leave the
+    ///   base URL, no https→http downgrade, at most 10);
+    /// - the total timeout, from [`ClientBuilder::timeout`] (default 30 s);
+    /// - the connect timeout, from [`ClientBuilder::connect_timeout`]
+    ///   (default 10 s).
+    ///
+    /// reqwest's builder cannot be read back, so a timeout or redirect
+    /// policy set on it is always replaced: set timeouts here. Ignored when
+    /// [`fake`](ClientBuilder::fake) is set. The builder must come from the
+    /// reqwest this crate uses (0.13): add `reqwest = "0.13"` with the
+    /// features you need (`socks`, `native-tls`, …).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = batch_runtime::Client::builder()
+    ///     .with_reqwest(reqwest::Client::builder().user_agent("shop/1.0").pool_max_idle_per_host(4))
+    ///     .base_url("https://api.example.com/v1")
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_reqwest(mut self, builder: reqwest::ClientBuilder) -> Self {
+        self.reqwest = Some(builder);
+        self
+    }
+
     /// Sends every request to `fake` instead of the network.
     pub fn fake(mut self, fake: &Fake) -> Self {
         self.fake = Some(fake.clone());
@@ -473,27 +611,26 @@ impl ClientBuilder {
     ///
     /// # Errors
     ///
-    /// An invalid base URL or default header, or a TLS backend that fails
-    /// to initialise.
+    /// An invalid base URL (not http(s), no host, a query or a fragment:
+    /// [`ErrorKind::InvalidUrl`]) or default header
+    /// ([`ErrorKind::Builder`]), or a reqwest builder that fails to build
+    /// (a TLS backend that fails to initialise, a bad certificate).
     pub fn build(self) -> Result<Client, Error> {
         if let Some(err) = self.error {
             return Err(err);
         }
         let base = match self.base_url {
             None => None,
-            Some(raw) => {
-                let url = absolute_url(&raw)?;
-                let prefix = url.as_str().trim_end_matches('/').to_owned();
-                let path = format!("{}/", url.path().trim_end_matches('/'));
-                Some(Base { url, prefix, path })
-            }
+            Some(raw) => Some(Arc::new(Base::parse(&raw)?)),
         };
         let transport = match self.fake {
             Some(fake) => Transport::Fake(fake),
             None => Transport::Http(
-                reqwest::Client::builder()
+                self.reqwest
+                    .unwrap_or_default()
                     .timeout(self.timeout)
                     .connect_timeout(self.connect_timeout)
+                    .redirect(redirect_policy(base.clone()))
                     .build()
                     .map_err(|e| Error::from_reqwest(e, self.timeout))?,
             ),
@@ -549,6 +686,29 @@ mod tests {
             let err = c.resolve(target).expect_err(target);
             assert_eq!(err.kind(), &ErrorKind::BaseUrlEscape, "{target}: {err}");
         }
+    }
+
+    #[test]
+    fn redirects_never_downgrade_https_to_http() {
+        let from = Url::parse("https://shop.test/a").unwrap();
+        let down = Url::parse("http://shop.test/b").unwrap();
+        let why = redirect_allowed(None, std::slice::from_ref(&from), &down).unwrap_err();
+        assert!(why.contains("downgrade https to http"), "{why}");
+        let up = Url::parse("https://shop.test/b").unwrap();
+        assert!(redirect_allowed(None, std::slice::from_ref(&down), &up).is_ok());
+        let base = Base::parse("https://shop.test/").unwrap();
+        let why = redirect_allowed(Some(&base), &[from], &down).unwrap_err();
+        assert!(why.contains("downgrade"), "{why}");
+    }
+
+    #[test]
+    fn redirect_messages_hide_secrets() {
+        let from = Url::parse("http://shop.test/a").unwrap();
+        let next = Url::parse("http://u:hunter2@other.test/x?token=t0k").unwrap();
+        let base = Base::parse("http://shop.test/").unwrap();
+        let why = redirect_allowed(Some(&base), &[from], &next).unwrap_err();
+        assert!(!why.contains("hunter2") && !why.contains("t0k"), "{why}");
+        assert!(why.contains("http://***@other.test/x?token=***"), "{why}");
     }
 
     #[test]

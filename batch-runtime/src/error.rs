@@ -14,7 +14,8 @@ type Source = Box<dyn StdError + Send + Sync + 'static>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The URL could not be parsed or joined onto the base URL.
+    /// The URL could not be parsed or joined onto the base URL, or a base
+    /// URL has a query or fragment (refused by `ClientBuilder::build`).
     InvalidUrl,
     /// The path would leave the client's base URL (another scheme, host or
     /// port, or a `..` above the base path). Refused before any I/O.
@@ -45,12 +46,18 @@ pub enum ErrorKind {
     Cancelled,
     /// A request sent to a [`Fake`](crate::fake::Fake) matched no rule.
     UnmatchedFake,
+    /// A redirect was refused and not followed: it would leave the base
+    /// URL (another origin, or a path outside the base path), downgrade
+    /// https to http, loop, or exceed the redirect limit.
+    Redirect,
 }
 
 /// An error from building, sending, reading or decoding a request.
 ///
 /// It names the key (when the request ran in a batch), the method and the
-/// URL (with any password hidden). For status errors the response is kept:
+/// URL, redacted: the userinfo (`user:password@`) and the values of secret
+/// query parameters (`access_token`, `api_key`, `signature`, …) print as
+/// `***`. For status errors the response is kept:
 /// see [`Error::response`].
 pub struct Error {
     inner: Box<Inner>,
@@ -134,6 +141,8 @@ impl Error {
     pub(crate) fn from_reqwest(err: reqwest::Error, timeout: Duration) -> Self {
         let kind = if err.is_timeout() {
             return Error::timeout(Some(timeout)).with_source(err);
+        } else if err.is_redirect() {
+            ErrorKind::Redirect
         } else if err.is_connect() {
             ErrorKind::Connect
         } else if err.is_builder() {
@@ -144,11 +153,15 @@ impl Error {
         // The chain of sources says more than reqwest's top-level message.
         let mut message = match kind {
             ErrorKind::Connect => String::from("could not connect"),
+            // The policy's own message says which redirect and why.
+            ErrorKind::Redirect => String::new(),
             _ => String::from("transport error"),
         };
         let mut source: Option<&dyn StdError> = StdError::source(&err);
         while let Some(cause) = source {
-            message.push_str(": ");
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
             message.push_str(&cause.to_string());
             source = cause.source();
         }
@@ -170,6 +183,7 @@ impl Error {
             ErrorKind::Decode => "decode",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::UnmatchedFake => "unmatched_fake",
+            ErrorKind::Redirect => "redirect",
         }
     }
 
@@ -188,7 +202,8 @@ impl Error {
         self.inner.method.as_ref()
     }
 
-    /// The request URL with any password hidden.
+    /// The request URL, redacted as in [`Display`](fmt::Display): the
+    /// userinfo and the values of secret query parameters are `***`.
     pub fn url(&self) -> Option<&str> {
         self.inner.url.as_deref()
     }
@@ -249,6 +264,14 @@ impl Error {
             ErrorKind::InvalidUrl | ErrorKind::BaseUrlEscape | ErrorKind::Builder
         )
     }
+}
+
+/// The response body was over the client's limit.
+pub(crate) fn too_large(limit: usize) -> Error {
+    Error::new(
+        ErrorKind::BodyTooLarge { limit },
+        format!("response body is larger than the {limit}-byte limit (raise it with `ClientBuilder::body_limit`)"),
+    )
 }
 
 /// reqwest errors carry the URL, which may hold a password; ours is redacted

@@ -49,9 +49,9 @@ use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::client::{too_large, Prepared};
-use crate::error::{Error, ErrorKind};
+use crate::error::{too_large, Error, ErrorKind};
 use crate::redact;
+use crate::request::Prepared;
 use crate::response::Response;
 
 /// The fake: rules matched in the order they were added, and the requests

@@ -3,9 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use reqwest::Method;
+use reqwest::{Method, Url};
 use serde::Serialize;
 
 use crate::redact;
@@ -162,12 +164,31 @@ impl Request {
         self
     }
 
-    /// Merges a header map, replacing earlier values of the same names.
+    /// Merges a header map, keeping every value it holds.
+    ///
+    /// - A name in `headers` replaces the values this request had for that
+    ///   name; all of `headers`' values for it are kept, in order (two
+    ///   `x-tag` values arrive as two `x-tag` headers).
+    /// - `Authorization`, `Proxy-Authorization`, `Cookie` and `Set-Cookie`
+    ///   values are marked sensitive, so `Debug` and tracing never print
+    ///   them.
+    /// - When the request is sent, a name set here also replaces the
+    ///   client's default header of that name (see
+    ///   [`ClientBuilder::header`](crate::ClientBuilder::header)).
     pub fn headers_from(mut self, headers: HeaderMap) -> Self {
-        for (name, value) in headers {
+        let mut current: Option<HeaderName> = None;
+        for (name, mut value) in headers {
+            // `HeaderMap`'s owning iterator names only the first value of
+            // each name; the ones after it belong to the same name.
             if let Some(name) = name {
-                self.headers.insert(name, value);
+                self.headers.remove(&name);
+                current = Some(name);
             }
+            let Some(name) = &current else { continue };
+            if redact::is_sensitive(name) {
+                value.set_sensitive(true);
+            }
+            self.headers.append(name.clone(), value);
         }
         self
     }
@@ -183,7 +204,7 @@ impl Request {
             Some(password) => format!("{user}:{password}"),
             None => format!("{user}:"),
         };
-        self.header(AUTHORIZATION, format!("Basic {}", base64(raw.as_bytes())))
+        self.header(AUTHORIZATION, format!("Basic {}", BASE64.encode(raw)))
     }
 
     /// Appends query parameters, serialized from any `Serialize` value that
@@ -258,7 +279,8 @@ impl fmt::Debug for Request {
             .field("target", &redact::url_str(&self.target))
             .field("headers", &redact::Headers(&self.headers));
         if !self.query.is_empty() {
-            s.field("query", &self.query);
+            let shown = redact::url_str(&format!("?{}", self.query));
+            s.field("query", &shown.trim_start_matches('?'));
         }
         if let Some(body) = &self.body {
             s.field("body_len", &body.len());
@@ -276,26 +298,18 @@ impl fmt::Debug for Request {
     }
 }
 
-/// Standard base64 with padding, for `basic_auth`.
-fn base64(input: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(TABLE[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+/// A request resolved against the client: absolute URL, merged headers.
+/// What a transport (reqwest or the fake) sends.
+pub(crate) struct Prepared {
+    pub(crate) method: Method,
+    pub(crate) url: Url,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Option<Bytes>,
+    /// The effective timeout: the request's own, or the client's default.
+    pub(crate) timeout: Duration,
+    /// Whether the request set its own timeout (reqwest already applies
+    /// the client's default, so it is passed on only then).
+    pub(crate) own_timeout: bool,
 }
 
 #[cfg(test)]
@@ -303,14 +317,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_the_rfc_examples() {
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
+    fn basic_auth_is_the_rfc_7617_example() {
+        let request = get("/x").basic_auth("Aladdin", Some("open sesame"));
         assert_eq!(
-            base64(b"Aladdin:open sesame"),
-            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+            request.headers()[AUTHORIZATION],
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
         );
+        assert!(request.headers()[AUTHORIZATION].is_sensitive());
+    }
+
+    #[test]
+    fn headers_from_replaces_a_name_and_keeps_all_its_values() {
+        let mut map = HeaderMap::new();
+        map.append("x-tag", HeaderValue::from_static("one"));
+        map.append("x-tag", HeaderValue::from_static("two"));
+        map.append("x-other", HeaderValue::from_static("o"));
+        let request = get("/x")
+            .header("x-tag", "earlier")
+            .header("x-kept", "k")
+            .headers_from(map);
+        let tags: Vec<_> = request.headers().get_all("x-tag").iter().collect();
+        assert_eq!(tags, ["one", "two"]);
+        assert_eq!(request.headers()["x-other"], "o");
+        assert_eq!(request.headers()["x-kept"], "k");
     }
 
     #[test]

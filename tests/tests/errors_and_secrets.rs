@@ -146,3 +146,96 @@ async fn unserializable_values_and_bad_headers_are_builder_errors() {
     }
     assert_eq!(upstream.hits(), 0);
 }
+
+#[tokio::test]
+async fn refusals_before_io_print_no_secret_from_the_target() {
+    let based = Client::builder()
+        .base_url("http://api.test/v1")
+        .build()
+        .unwrap();
+    for (client, target) in [
+        (Client::new(), "/relative?access_token=tok_1"),
+        (Client::new(), "ftp://ghp_TOKEN2@files.test/x"),
+        (based.clone(), "//evil.test/x?api_key=key_3"),
+        (based.clone(), "http://sk_live_KEY4:@evil.test/x"),
+        (based, "/../admin?signature=sig_5"),
+    ] {
+        let err = client.send(Request::get(target)).await.unwrap_err();
+        assert!(err.is_builder(), "{target}: {err}");
+        for text in [err.to_string(), format!("{err:?}")] {
+            for secret in ["tok_1", "ghp_TOKEN2", "key_3", "sk_live_KEY4", "sig_5"] {
+                assert!(!text.contains(secret), "`{secret}` leaked: {text}");
+            }
+        }
+    }
+    let err = Client::builder()
+        .base_url("http://ghp_TOKEN6@api.test/v1?key=key_7")
+        .build()
+        .unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        !shown.contains("ghp_TOKEN6") && !shown.contains("key_7"),
+        "{shown}"
+    );
+    assert!(shown.contains("http://***@api.test/v1?key=***"), "{shown}");
+}
+
+mod redaction_properties {
+    use batch_runtime::fake::Fake;
+    use batch_runtime::Request;
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+
+    /// Where a token can sit in a URL: the user name, the password, or the
+    /// value of a secret query parameter (any case, in the query or added
+    /// with `Request::query`).
+    fn url_with_token() -> impl Strategy<Value = (String, String, bool)> {
+        let token = "tkn[A-Za-z0-9_-]{6,24}";
+        let param = prop::sample::select(vec![
+            "access_token",
+            "ACCESS_TOKEN",
+            "api_key",
+            "apikey",
+            "Token",
+            "key",
+            "signature",
+            "sig",
+            "password",
+            "secret",
+            "client_secret",
+            "code",
+            "github_token",
+            "private_key",
+        ]);
+        (token, param, 0..5usize, any::<bool>()).prop_map(|(token, param, place, via_query)| {
+            let url = match place {
+                0 => format!("http://{token}@api.test/x"),
+                1 => format!("http://{token}:@api.test/x"),
+                2 => format!("http://user:{token}@api.test/x"),
+                3 => format!("http://api.test/x?page=1&{param}={token}"),
+                _ => format!("http://api.test/cb#state=s&{param}={token}"),
+            };
+            (url, token, via_query && place < 3)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(Config { cases: 128, failure_persistence: None, ..Config::default() })]
+
+        #[test]
+        fn a_token_anywhere_in_the_url_is_never_printed((url, token, also_query) in url_with_token()) {
+            let mut request = Request::get(&url);
+            if also_query {
+                request = request.query(&[("access_token", token.as_str())]);
+            }
+            let shown_request = format!("{request:?}");
+            // A fake with no rule refuses the request with an error naming it.
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let err = runtime.block_on(Fake::new().client().send(request)).unwrap_err();
+            for text in [shown_request, err.to_string(), format!("{err:?}"), err.url().unwrap_or("").to_owned()] {
+                prop_assert!(!text.contains(&token), "`{}` printed in: {}", token, text);
+            }
+            prop_assert!(err.url().is_some_and(|u| u.contains("api.test")), "{}", err);
+        }
+    }
+}
