@@ -73,7 +73,8 @@
 //! | deferred closures: `deferred.spawn(async move {..})` | after the response | nothing |
 //!
 //! Modules: [`fake`] (a transport for tests, with assertions), [`defer`]
-//! (work after the response, a tower layer, graceful drain). Run-time
+//! (work after the response, a tower layer, graceful drain), [`jobs`]
+//! (a `Job` trait dispatched on `sync`, `deferred` or `background`). Run-time
 //! batches over any number of requests use [`Batch::new`] and
 //! [`Batch::keyed`]. Every guarantee is listed in the README and pinned by a
 //! test.
@@ -85,6 +86,7 @@ pub mod defer;
 mod engine;
 mod error;
 pub mod fake;
+pub mod jobs;
 mod redact;
 mod request;
 mod response;
