@@ -186,7 +186,7 @@ struct Shared {
     /// Notified whenever a job leaves `active`.
     idle: Notify,
     /// Set at the end of the grace period: supervisors drop their attempt,
-    /// which kills the child.
+    /// whose [`ChildGuard`] kills the child and reaps it.
     abandon: watch::Sender<bool>,
 }
 
@@ -196,6 +196,8 @@ struct State {
     /// Jobs dispatched and not finished: name and the running child's pid.
     active: BTreeMap<JobId, (&'static str, Option<u32>)>,
     children: ChildStats,
+    /// Killed children not reaped yet.
+    reaping: usize,
 }
 
 impl Shared {
@@ -208,7 +210,11 @@ impl Shared {
             let notified = self.idle.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.lock().active.is_empty() {
+            let idle = {
+                let state = self.lock();
+                state.active.is_empty() && state.reaping == 0
+            };
+            if idle {
                 return;
             }
             notified.await;
@@ -320,7 +326,7 @@ struct Outcome {
 /// One attempt: waits for a slot under the cap, starts a child, feeds it
 /// the job, waits for its outcome up to `timeout` (then kills it).
 async fn attempt_in_child(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     name: &'static str,
     id: JobId,
     input: &str,
@@ -347,12 +353,19 @@ async fn attempt_in_child(
     if let Some(bytes) = shared.config.memory_limit {
         limit_memory(&mut command, bytes);
     }
-    let mut child = command.spawn().map_err(|e| {
+    let child = command.spawn().map_err(|e| {
         crashed(format!(
             "cannot start a child process from `{}`: {e}",
             exe.display()
         ))
     })?;
+    let mut guard = ChildGuard {
+        child: Some(child),
+        shared: shared.clone(),
+    };
+    let Some(child) = guard.child.as_mut() else {
+        return Err(crashed("the child vanished".to_owned()));
+    };
     let pid = child.id();
     tracing::Span::current().record("pid", pid);
     {
@@ -386,15 +399,20 @@ async fn attempt_in_child(
         Err(_) => {
             // Dropping `exchange` released the child: kill and reap it.
             let _ = child.kill().await;
+            guard.child = None;
             return Err(JobError::timed_out(timeout));
         }
     };
+    // Reaped: nothing left for the guard to kill.
+    guard.child = None;
     let status = status.map_err(|e| crashed(format!("waiting for the child failed: {e}")))?;
     let mut reported = None;
     for line in output.lines() {
         match line.strip_prefix(OUTCOME_PREFIX) {
             Some(json) => reported = serde_json::from_str::<Outcome>(json).ok(),
-            // The job's own prints, passed through.
+            // The job's own prints, passed through (the blank line the
+            // child writes before its outcome is not one of them).
+            None if line.is_empty() => {}
             None => println!("{line}"),
         }
     }
@@ -413,6 +431,35 @@ async fn attempt_in_child(
             error,
         )),
         _ => Err(crashed(describe_exit(status, pid))),
+    }
+}
+
+/// Owns a child until it has been reaped. Dropped with the child still
+/// in it (the attempt was abandoned at shutdown), it kills the child and
+/// reaps it on a task that shutdown waits for.
+struct ChildGuard {
+    child: Option<tokio::process::Child>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = child.start_kill();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to reap on: `kill_on_drop` hands it to tokio's
+            // orphan reaper.
+            return;
+        };
+        self.shared.lock().reaping += 1;
+        let shared = self.shared.clone();
+        runtime.spawn(async move {
+            let _ = child.wait().await;
+            shared.lock().reaping -= 1;
+            shared.idle.notify_waiters();
+        });
     }
 }
 
