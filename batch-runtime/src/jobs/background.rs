@@ -17,8 +17,7 @@
 //! use std::sync::Arc;
 //! use batch_runtime::jobs::background::{child_entry, BackgroundConfig};
 //! use batch_runtime::jobs::{Job, JobError, Jobs};
-//! use serde::{Deserialize, Serialize};
-//!
+//! //!
 //! struct AppState;
 //!
 //! impl AppState {
@@ -61,7 +60,6 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Notify, Semaphore};
 
@@ -76,6 +74,8 @@ pub const CHILD_ENV: &str = "BATCH_JOB_CHILD";
 /// The start of the stdout line on which a child reports its outcome.
 pub const OUTCOME_PREFIX: &str = "batch-job-outcome:";
 
+/// The stack of the thread a child runs its job on (a main thread's).
+const CHILD_STACK: usize = 8 << 20;
 /// Exit status of a child whose job failed (it reported why).
 const EXIT_FAILED: i32 = 1;
 /// Exit status of a child that could not run the job it was given.
@@ -313,14 +313,37 @@ impl Background {
     }
 }
 
-/// What a child prints after [`OUTCOME_PREFIX`].
-#[derive(Serialize, Deserialize)]
+/// What a child prints after [`OUTCOME_PREFIX`], as a JSON object
+/// `{"ok", "panicked", "error"}`. Written and read through
+/// `serde_json::Value`: a private `Serialize` type here would show up in
+/// the compiler's list of serializable types when a user's job is not.
 struct Outcome {
     ok: bool,
-    #[serde(default)]
     panicked: bool,
-    #[serde(default)]
     error: String,
+}
+
+impl Outcome {
+    fn to_json(&self) -> String {
+        serde_json::json!({ "ok": self.ok, "panicked": self.panicked, "error": self.error })
+            .to_string()
+    }
+
+    fn from_json(json: &str) -> Option<Outcome> {
+        let value: serde_json::Value = serde_json::from_str(json).ok()?;
+        Some(Outcome {
+            ok: value.get("ok")?.as_bool()?,
+            panicked: value
+                .get("panicked")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+            error: value
+                .get("error")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        })
+    }
 }
 
 /// One attempt: waits for a slot under the cap, starts a child, feeds it
@@ -409,7 +432,7 @@ async fn attempt_in_child(
     let mut reported = None;
     for line in output.lines() {
         match line.strip_prefix(OUTCOME_PREFIX) {
-            Some(json) => reported = serde_json::from_str::<Outcome>(json).ok(),
+            Some(json) => reported = Outcome::from_json(json),
             // The job's own prints, passed through (the blank line the
             // child writes before its outcome is not one of them).
             None if line.is_empty() => {}
@@ -567,11 +590,13 @@ fn run_registered<J: Job>(
 /// once. In a child started by the `background` connection it builds the
 /// context with `make_context`, runs the one job it was sent (its type
 /// must be registered by `register`), prints the outcome and exits the
-/// process: it never returns.
+/// process: it never returns. The job runs on a thread of its own with
+/// its own tokio runtime, so calling this inside `#[tokio::main]` works
+/// too; before it, do nothing that should not happen once per job.
 pub fn child_entry<C, M, R>(make_context: M, register: R)
 where
     C: Send + Sync + 'static,
-    M: FnOnce() -> C,
+    M: FnOnce() -> C + Send,
     R: for<'r> FnOnce(&'r mut Registry<C>) -> &'r mut Registry<C>,
 {
     let Some(name) = std::env::var_os(CHILD_ENV) else {
@@ -608,7 +633,7 @@ enum ChildError {
 fn run_child<C, M, R>(name: &str, make_context: M, register: R) -> Result<(), ChildError>
 where
     C: Send + Sync + 'static,
-    M: FnOnce() -> C,
+    M: FnOnce() -> C + Send,
     R: for<'r> FnOnce(&'r mut Registry<C>) -> &'r mut Registry<C>,
 {
     let mut registry = Registry {
@@ -623,24 +648,39 @@ where
     let mut input = String::new();
     std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
         .map_err(|e| ChildError::Unusable(format!("cannot read the job from stdin: {e}")))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ChildError::Unusable(format!("cannot start a tokio runtime: {e}")))?;
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let ctx = make_context();
-        run(&input, &ctx, &runtime)
-    }));
-    match outcome {
-        Ok(result) => result.map_err(ChildError::Job),
-        Err(payload) => Err(ChildError::Job(JobError::panicked(payload.as_ref()))),
-    }
+    // A thread of its own: `child_entry` may be called inside
+    // `#[tokio::main]`, where a second runtime cannot block the thread.
+    // Its stack is the size of a main thread's.
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name(format!("batch-job-{name}"))
+            .stack_size(CHILD_STACK)
+            .spawn_scoped(scope, || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| {
+                        ChildError::Unusable(format!("cannot start a tokio runtime: {e}"))
+                    })?;
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let ctx = make_context();
+                    run(&input, &ctx, &runtime)
+                }));
+                match outcome {
+                    Ok(result) => result.map_err(ChildError::Job),
+                    Err(payload) => Err(ChildError::Job(JobError::panicked(payload.as_ref()))),
+                }
+            })
+            .map_err(|e| ChildError::Unusable(format!("cannot start the job's thread: {e}")))?;
+        worker.join().unwrap_or_else(|payload| {
+            Err(ChildError::Job(JobError::panicked(payload.as_ref())))
+        })
+    })
 }
 
 /// Prints the outcome line; the exit status when it succeeded.
 fn report(outcome: &Outcome) -> i32 {
-    let line = serde_json::to_string(outcome)
-        .unwrap_or_else(|_| r#"{"ok":false,"error":"the outcome did not serialize"}"#.to_owned());
+    let line = outcome.to_json();
     let mut stdout = std::io::stdout().lock();
     // If stdout is gone the parent sees the exit status alone.
     let _ = writeln!(stdout, "\n{OUTCOME_PREFIX}{line}");
