@@ -60,7 +60,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{watch, Notify, Semaphore};
 
 use super::attempt::{run_attempts, Run};
@@ -410,14 +410,23 @@ async fn attempt_in_child(
             // A child that died before reading is reported by its status.
             let _ = stdin.write_all(input.as_bytes()).await;
         }
-        let mut output = String::new();
-        if let Some(stdout) = stdout.as_mut() {
-            let _ = stdout.read_to_string(&mut output).await;
+        let mut reported = None;
+        if let Some(stdout) = stdout.take() {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match line.strip_prefix(OUTCOME_PREFIX) {
+                    Some(json) => reported = Outcome::from_json(json),
+                    // The job's own prints, passed through as they come
+                    // (the blank line before the outcome is not one).
+                    None if line.is_empty() => {}
+                    None => println!("{line}"),
+                }
+            }
         }
         let status = child.wait().await;
-        (output, status)
+        (reported, status)
     };
-    let (output, status) = match tokio::time::timeout(timeout, exchange).await {
+    let (reported, status) = match tokio::time::timeout(timeout, exchange).await {
         Ok(done) => done,
         Err(_) => {
             // Dropping `exchange` released the child: kill and reap it.
@@ -429,16 +438,6 @@ async fn attempt_in_child(
     // Reaped: nothing left for the guard to kill.
     guard.child = None;
     let status = status.map_err(|e| crashed(format!("waiting for the child failed: {e}")))?;
-    let mut reported = None;
-    for line in output.lines() {
-        match line.strip_prefix(OUTCOME_PREFIX) {
-            Some(json) => reported = Outcome::from_json(json),
-            // The job's own prints, passed through (the blank line the
-            // child writes before its outcome is not one of them).
-            None if line.is_empty() => {}
-            None => println!("{line}"),
-        }
-    }
     match reported {
         Some(Outcome { ok: true, .. }) if status.success() => Ok(()),
         Some(Outcome {
@@ -672,9 +671,9 @@ where
                 }
             })
             .map_err(|e| ChildError::Unusable(format!("cannot start the job's thread: {e}")))?;
-        worker.join().unwrap_or_else(|payload| {
-            Err(ChildError::Job(JobError::panicked(payload.as_ref())))
-        })
+        worker
+            .join()
+            .unwrap_or_else(|payload| Err(ChildError::Job(JobError::panicked(payload.as_ref()))))
     })
 }
 
