@@ -17,7 +17,8 @@
 //! use std::sync::Arc;
 //! use batch_runtime::jobs::background::{child_entry, BackgroundConfig};
 //! use batch_runtime::jobs::{Job, JobError, Jobs};
-//! //!
+//! use serde::{Deserialize, Serialize};
+//!
 //! struct AppState;
 //!
 //! impl AppState {
