@@ -509,6 +509,63 @@ async fn an_unregistered_job_fails_with_a_clear_error() {
     );
 }
 
+/// Every line traced in this process (a global subscriber set in `main`).
+static TRACES: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+#[derive(Clone, Copy)]
+struct Captured;
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        TRACES.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        Captured
+    }
+}
+
+async fn each_attempt_has_a_span_with_job_id_connection_attempt_pid_and_outcome() {
+    let ctx = Arc::new(Ctx::default());
+    let jobs = jobs(&ctx, BackgroundConfig::default());
+
+    let dispatched = jobs
+        .dispatch(Crash {
+            how: "error".to_owned(),
+            tries: 2,
+        })
+        .await
+        .unwrap();
+    jobs.wait_idle().await;
+
+    let traces = String::from_utf8_lossy(&TRACES.lock().unwrap()).into_owned();
+    let id = format!("id={} ", dispatched.id().get());
+    let closed: Vec<&str> = traces
+        .lines()
+        .filter(|line| line.contains(&id) && line.contains("close"))
+        .collect();
+    assert_eq!(closed.len(), 2, "one span per attempt: {closed:#?}");
+    for (line, attempt) in closed.iter().zip(1..) {
+        for field in [
+            "job{job=\"crash\"".to_owned(),
+            "connection=\"background\"".to_owned(),
+            format!("attempt={attempt} "),
+            "pid=".to_owned(),
+            "duration_ms=".to_owned(),
+            "outcome=\"failed\"".to_owned(),
+        ] {
+            assert!(line.contains(&field), "`{field}` missing from {line}");
+        }
+    }
+}
+
 // ---- the harness ----
 
 type Test = fn() -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -529,7 +586,16 @@ fn main() {
             .register::<Hold>()
     });
 
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(Captured)
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+
     let tests = tests![
+        each_attempt_has_a_span_with_job_id_connection_attempt_pid_and_outcome,
         a_background_job_runs_in_another_process,
         abort_in_a_background_job_leaves_the_server_answering_and_the_failure_is_recorded,
         a_panic_a_stack_overflow_and_running_out_of_memory_each_fail_only_their_job,
