@@ -388,7 +388,7 @@ async fn a_background_job_burning_cpu_for_2s_does_not_hold_back_concurrent_respo
 
     // Generous: a shared 2-core machine, but nowhere near the 2 s burn.
     assert!(
-        slowest < Duration::from_millis(500),
+        slowest < Duration::from_secs(1),
         "slowest ping {slowest:?}"
     );
     assert!(
@@ -421,7 +421,7 @@ async fn the_child_cap_holds() {
     for _ in 0..6 {
         jobs.dispatch(Hold {
             file: file.clone(),
-            ms: 300,
+            ms: 800,
         })
         .await
         .unwrap();
