@@ -8,6 +8,11 @@
 //!    50 ms latency). A loopback client measures response times over
 //!    alternating rounds, waiting for the jobs to drain between rounds, and
 //!    prints p50/p99 for both and `job_defer_ratio` (with/without p50).
+//!    A third handler dispatches a job that does nothing:
+//!    `noop_job_defer_ratio` is the cost of the dispatch alone, without
+//!    the job's HTTP call competing for the CPU; `noop_closure_defer_ratio`
+//!    the same for a bare `deferred.spawn(async {})`, what defer itself
+//!    costs.
 //! 2. `background` start cost: no-op jobs one after the other, each
 //!    dispatched and waited for: milliseconds per job (spawn, exec of this
 //!    binary, `child_entry`, JSON over stdin, outcome over stdout, reap).
@@ -29,7 +34,7 @@ use batch_runtime::jobs::{Connection, Job, JobError, Jobs};
 use batch_runtime::{Client, Request};
 use serde::{Deserialize, Serialize};
 
-const ROUNDS: usize = 6;
+const ROUNDS: usize = 8;
 const PER_ROUND: usize = 400;
 const CLIENTS: usize = 16;
 const UPSTREAM_LATENCY: Duration = Duration::from_millis(50);
@@ -58,7 +63,7 @@ impl Job for RecordDelivery {
     }
 }
 
-/// Works `ms` milliseconds in the child (0: nothing).
+/// Works `ms` milliseconds (0: nothing).
 #[derive(Serialize, Deserialize)]
 struct Render {
     ms: u64,
@@ -106,25 +111,26 @@ fn main() {
         round(&client, &format!("{shop}/without"), 64).await;
         runtime.wait_idle().await;
 
-        let (mut with, mut without) = (Vec::new(), Vec::new());
+        let (mut with, mut without, mut noop, mut closure) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for r in 0..ROUNDS {
-            let order = if r % 2 == 0 {
-                ["with", "without"]
-            } else {
-                ["without", "with"]
-            };
+            let mut order = ["with", "without", "noop", "closure"];
+            order.rotate_left(r % 4);
             for path in order {
                 let times = round(&client, &format!("{shop}/{path}"), PER_ROUND).await;
                 runtime.wait_idle().await;
-                if path == "with" {
-                    with.extend(times);
-                } else {
-                    without.extend(times);
+                match path {
+                    "with" => with.extend(times),
+                    "without" => without.extend(times),
+                    "noop" => noop.extend(times),
+                    _ => closure.extend(times),
                 }
             }
         }
         let (w50, w99) = percentiles(&mut with);
         let (n50, n99) = percentiles(&mut without);
+        let (o50, o99) = percentiles(&mut noop);
+        let (c50, c99) = percentiles(&mut closure);
         println!(
             "deferred: {} requests with a job, {} without ({CLIENTS} concurrent clients, job upstream latency {} ms)",
             with.len(),
@@ -133,7 +139,14 @@ fn main() {
         );
         println!("with_deferred_job    p50={w50:.3} ms p99={w99:.3} ms");
         println!("without_deferred_job p50={n50:.3} ms p99={n99:.3} ms");
+        println!("with_noop_job        p50={o50:.3} ms p99={o99:.3} ms");
+        println!("with_noop_closure    p50={c50:.3} ms p99={c99:.3} ms");
         println!("job_defer_ratio={:.3}", w50 / n50);
+        // The dispatch itself, without the job's own work competing for
+        // the CPU: a job that does nothing.
+        println!("noop_job_defer_ratio={:.3}", o50 / n50);
+        // The same with a bare deferred closure: what defer itself costs.
+        println!("noop_closure_defer_ratio={:.3}", c50 / n50);
         let stats = jobs.stats().of::<RecordDelivery>();
         println!(
             "record-delivery jobs: dispatched={} succeeded={} failed={}",
@@ -213,6 +226,16 @@ async fn with_job(State(jobs): State<Jobs<Shop>>, deferred: Deferred) -> &'stati
     "ok"
 }
 
+async fn with_noop_job(State(jobs): State<Jobs<Shop>>, deferred: Deferred) -> &'static str {
+    jobs.dispatch(Render { ms: 0 }).after(&deferred);
+    "ok"
+}
+
+async fn with_noop_closure(State(_jobs): State<Jobs<Shop>>, deferred: Deferred) -> &'static str {
+    deferred.spawn(async {}).name("noop");
+    "ok"
+}
+
 async fn without_job(State(_jobs): State<Jobs<Shop>>, _deferred: Deferred) -> &'static str {
     "ok"
 }
@@ -221,6 +244,8 @@ fn start_shop(runtime: &DeferRuntime, jobs: &Jobs<Shop>) -> String {
     let app = Router::new()
         .route("/with", post(with_job))
         .route("/without", post(without_job))
+        .route("/noop", post(with_noop_job))
+        .route("/closure", post(with_noop_closure))
         .layer(DeferLayer::new(runtime))
         .with_state(jobs.clone());
     serve_on_thread("shop", app)
