@@ -387,10 +387,7 @@ async fn a_background_job_burning_cpu_for_2s_does_not_hold_back_concurrent_respo
     jobs.wait_idle().await;
 
     // Generous: a shared 2-core machine, but nowhere near the 2 s burn.
-    assert!(
-        slowest < Duration::from_secs(1),
-        "slowest ping {slowest:?}"
-    );
+    assert!(slowest < Duration::from_secs(1), "slowest ping {slowest:?}");
     assert!(
         pings_done >= Duration::from_secs(2) || burning_meanwhile,
         "the burn had ended before the pings did"
