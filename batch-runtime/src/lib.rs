@@ -73,11 +73,12 @@
 //! | deferred closures: `deferred.spawn(async move {..})` | after the response | nothing |
 //!
 //! Modules: [`fake`] (a transport for tests, with assertions), [`defer`]
-//! (work after the response, a tower layer, graceful drain), [`types`]
-//! (the types in [`Batch`]'s signatures). Run-time batches over any number
-//! of requests use [`Batch::new`] (results in a `Vec`, by index) and
-//! [`Batch::keyed`] (results in a [`Keyed`], by your keys). Every guarantee
-//! is listed in the README and pinned by a test.
+//! (work after the response, a tower layer, graceful drain), [`jobs`]
+//! (a `Job` trait dispatched on `sync`, `deferred` or `background`),
+//! [`types`] (the types in [`Batch`]'s signatures). Run-time batches over
+//! any number of requests use [`Batch::new`] (results in a `Vec`, by index)
+//! and [`Batch::keyed`] (results in a [`Keyed`], by your keys). Every
+//! guarantee is listed in the README and pinned by a test.
 
 mod arms;
 mod batch;
@@ -86,6 +87,7 @@ pub mod defer;
 mod engine;
 mod error;
 pub mod fake;
+pub mod jobs;
 mod keyed;
 mod redact;
 mod request;
