@@ -139,6 +139,9 @@ pub mod types {
     pub use crate::slots::{Decoder, IndexSlots, Json, KeyedSlots, Raw, Slots};
 }
 
+/// The reqwest this crate is built on, for
+/// [`ClientBuilder::with_reqwest`] (proxies, certificates, user agent, …).
+pub use reqwest;
 pub use reqwest::header;
 pub use reqwest::{Method, StatusCode, Url};
 
