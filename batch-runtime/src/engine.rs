@@ -46,14 +46,22 @@ impl Default for Options {
     }
 }
 
-type Completion = (usize, Result<Response, Error>);
 type Panic = Box<dyn Any + Send + 'static>;
+
+/// One request's end: its result, and the panic of code that ran for it
+/// outside the arms (a retry predicate, a fake's reply closure), if any.
+struct Completion {
+    index: usize,
+    result: Result<Response, Error>,
+    panic: Option<Panic>,
+}
 
 /// What the run loop keeps besides the arms and the requests in flight.
 struct Ledger<S: Slots> {
     slots: S,
     state: BatchState,
-    /// The first panic of an arm, resumed after `finally`.
+    /// The first panic of an arm (or of a request's own code), resumed
+    /// after `finally`.
     panic: Option<Panic>,
     /// Completions that arrived while an arm was running, in order.
     ready: VecDeque<Completion>,
@@ -111,49 +119,49 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
     )
     .await;
 
-    in_flight = Some(InFlight::new(total, options.concurrency, |i| {
-        start(client, i, &requests[i], &keys[i])
-    }));
-    let mut deadline = options.deadline.map(|d| Box::pin(tokio::time::sleep(d)));
-    let mut deadline_passed = false;
+    // The deadline lives in `InFlight`, so it is observed wherever the
+    // requests are polled: here, and while an arm runs.
+    in_flight = Some(InFlight::new(
+        total,
+        options.concurrency,
+        options.deadline,
+        |i| start(client, i, &requests[i], &keys[i]),
+    ));
     loop {
         let completion = match ledger.ready.pop_front() {
             Some(completion) => completion,
-            None => match next(in_flight.as_mut(), deadline.as_mut()).await {
-                Next::Done(completion) => completion,
-                Next::Finished => break,
-                Next::DeadlinePassed => {
-                    deadline_passed = true;
-                    break;
-                }
+            None => match in_flight.as_mut() {
+                Some(running) => match running.next().await {
+                    Some(completion) => completion,
+                    None => break,
+                },
+                None => break,
             },
         };
-        let (index, result) = completion;
         let failed = settle(
             &mut ledger,
             arms,
             &mut in_flight,
             &requests,
             &keys,
-            index,
-            result,
+            completion,
         )
         .await;
         if failed && options.fail_fast {
             break;
         }
     }
+    let deadline_passed = in_flight.as_ref().is_some_and(|running| running.expired);
     // Cancel what still runs; what already completed is settled as it is.
     drop(in_flight.take());
-    while let Some((index, result)) = ledger.ready.pop_front() {
+    while let Some(completion) = ledger.ready.pop_front() {
         settle(
             &mut ledger,
             arms,
             &mut in_flight,
             &requests,
             &keys,
-            index,
-            result,
+            completion,
         )
         .await;
     }
@@ -168,14 +176,18 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
                 "the batch deadline passed before it finished",
             )
             .with_request(&request.method, &redact::url_str(&request.target));
+            let completion = Completion {
+                index,
+                result: Err(err),
+                panic: None,
+            };
             settle(
                 &mut ledger,
                 arms,
                 &mut in_flight,
                 &requests,
                 &keys,
-                index,
-                Err(err),
+                completion,
             )
             .await;
         } else {
@@ -233,27 +245,50 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
 }
 
 /// Records one result in its slot and the counters, then runs `progress`
-/// or `catch` for it (unless an arm already panicked). Returns whether it
-/// was a failure.
+/// or `catch` for it (unless something already panicked). Returns whether
+/// it was a failure. A panic while decoding fails the request and is held
+/// like an arm's.
 async fn settle<S, A, I>(
     ledger: &mut Ledger<S>,
     arms: &mut A,
     in_flight: &mut Option<I>,
     requests: &[Request],
     keys: &[S::Key],
-    index: usize,
-    result: Result<Response, Error>,
+    completion: Completion,
 ) -> bool
 where
     S: Slots,
     A: Arms<S>,
     I: futures_util::Stream<Item = Completion> + Unpin,
 {
+    let Completion {
+        index,
+        result,
+        panic,
+    } = completion;
     ledger.done[index] = true;
+    if let Some(payload) = panic {
+        report_panic(&mut ledger.panic, "the request's own code", payload);
+    }
     let key = &keys[index];
-    let decoded = result.and_then(|response| match ledger.slots.decode(index, &response) {
-        Ok(()) => Ok(response),
-        Err(err) => Err(err.with_request(&requests[index].method, &redact::url(response.url()))),
+    let decoded = result.and_then(|response| {
+        let slots = &mut ledger.slots;
+        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| slots.decode(index, &response)))
+            .unwrap_or_else(|payload| {
+                let err = Error::new(
+                    ErrorKind::Decode,
+                    format!(
+                        "decoding the body panicked: {} (the panic resumes from `send` after `finally`)",
+                        panic_message(&payload)
+                    ),
+                );
+                report_panic(&mut ledger.panic, "decoding a response", payload);
+                Err(err)
+            });
+        match decoded {
+            Ok(()) => Ok(response),
+            Err(err) => Err(err.with_request(&requests[index].method, &redact::url(response.url()))),
+        }
     });
     match decoded {
         Ok(response) => {
@@ -297,7 +332,7 @@ async fn drive<Call, Fut, I>(
     let arm = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
         Ok(arm) => arm,
         Err(payload) => {
-            report_panic(panic, payload);
+            report_panic(panic, "a batch arm", payload);
             return;
         }
     };
@@ -315,12 +350,13 @@ async fn drive<Call, Fut, I>(
     })
     .await;
     if let Err(payload) = outcome {
-        report_panic(panic, payload);
+        report_panic(panic, "a batch arm", payload);
     }
 }
 
-fn report_panic(panic: &mut Option<Panic>, payload: Panic) {
-    tracing::error!(panic = %panic_message(&payload), "a batch arm panicked; `finally` still runs");
+/// Keeps the first panic to resume after `finally`; later ones are logged only.
+fn report_panic(panic: &mut Option<Panic>, what: &str, payload: Panic) {
+    tracing::error!(panic = %panic_message(&payload), "{what} panicked; `finally` still runs");
     panic.get_or_insert(payload);
 }
 
@@ -334,57 +370,50 @@ pub(crate) fn panic_message(payload: &Panic) -> String {
     }
 }
 
-// Transient, one at a time: boxing the completion would cost more than it saves.
-#[allow(clippy::large_enum_variant)]
-enum Next {
-    Done(Completion),
-    Finished,
-    DeadlinePassed,
-}
-
-async fn next<I>(in_flight: Option<&mut I>, deadline: Option<&mut Pin<Box<Sleep>>>) -> Next
-where
-    I: futures_util::Stream<Item = Completion> + Unpin,
-{
-    let Some(in_flight) = in_flight else {
-        return Next::Finished;
-    };
-    match deadline {
-        None => match in_flight.next().await {
-            Some(completion) => Next::Done(completion),
-            None => Next::Finished,
-        },
-        Some(deadline) => {
-            tokio::select! {
-                biased;
-                completion = in_flight.next() => match completion {
-                    Some(completion) => Next::Done(completion),
-                    None => Next::Finished,
-                },
-                () = deadline.as_mut() => Next::DeadlinePassed,
-            }
-        }
-    }
-}
-
-/// One request's future: sends it (with retries) under its key.
+/// One request's future: sends it (with retries) under its key. A panic in
+/// the request's own code (a retry predicate, a fake's reply closure) fails
+/// the request and travels with it, to resume after `finally`.
 async fn start<K: std::fmt::Display + Sync>(
     client: &Client,
     index: usize,
     request: &Request,
     key: &K,
 ) -> Completion {
-    (index, client.execute(request, Some(key)).await)
+    match AssertUnwindSafe(client.execute(request, Some(key)))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => Completion {
+            index,
+            result,
+            panic: None,
+        },
+        Err(payload) => {
+            let err = Error::cancelled(&format!(
+                "the request panicked: {} (the panic resumes from `send` after `finally`)",
+                panic_message(&payload)
+            ))
+            .with_request(&request.method, &redact::url_str(&request.target));
+            Completion {
+                index,
+                result: Err(err),
+                panic: Some(payload),
+            }
+        }
+    }
 }
 
 /// The requests in flight: never more than `limit`, started in definition
-/// order as earlier ones complete.
+/// order as earlier ones complete. Once the deadline passes, the stream
+/// ends: the requests still running are dropped and none starts.
 struct InFlight<F, Fut> {
     start: F,
     next: usize,
     total: usize,
     limit: usize,
     running: FuturesUnordered<Fut>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    expired: bool,
 }
 
 impl<F, Fut> InFlight<F, Fut>
@@ -392,13 +421,15 @@ where
     F: FnMut(usize) -> Fut,
     Fut: Future<Output = Completion>,
 {
-    fn new(total: usize, limit: usize, start: F) -> Self {
+    fn new(total: usize, limit: usize, deadline: Option<Duration>, start: F) -> Self {
         InFlight {
             start,
             next: 0,
             total,
             limit: limit.max(1),
             running: FuturesUnordered::new(),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep(d))),
+            expired: false,
         }
     }
 
@@ -419,6 +450,17 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
         let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(None);
+        }
+        // The deadline first: a completion observed after it counts as late.
+        if let Some(deadline) = this.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                this.expired = true;
+                this.running.clear();
+                return Poll::Ready(None);
+            }
+        }
         this.fill();
         match this.running.poll_next_unpin(cx) {
             Poll::Ready(Some(completion)) => {
