@@ -6,10 +6,12 @@ use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::panic::{resume_unwind, AssertUnwindSafe};
 use std::pin::{pin, Pin};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use futures_util::stream::FuturesUnordered;
+use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::Sleep;
 use tracing::Instrument;
@@ -403,17 +405,79 @@ async fn start<K: std::fmt::Display + Sync>(
     }
 }
 
+/// Sets of at most this many requests in flight are polled all together on
+/// every wake, as `tokio::join!` does; larger sets give each lane its own
+/// waker, so a wake polls only the lanes that were woken.
+const POLL_ALL_LANES: usize = 4;
+
 /// The requests in flight: never more than `limit`, started in definition
 /// order as earlier ones complete. Once the deadline passes, the stream
 /// ends: the requests still running are dropped and none starts.
+///
+/// The futures live in `min(limit, total)` lanes allocated once per batch;
+/// a lane is reused by the next request when its request completes, so a
+/// request allocates nothing here (`FuturesUnordered` allocates a task per
+/// future, and a request's future is over a kilobyte).
 struct InFlight<F, Fut> {
     start: F,
     next: usize,
     total: usize,
-    limit: usize,
-    running: FuturesUnordered<Fut>,
+    lanes: Pin<Box<[Option<Fut>]>>,
+    running: usize,
+    /// `None`: few lanes, all polled on every wake.
+    wakers: Option<LaneWakers>,
     deadline: Option<Pin<Box<Sleep>>>,
     expired: bool,
+}
+
+/// One waker per lane; waking it marks the lane and wakes the batch's task.
+struct LaneWakers {
+    wakers: Box<[Waker]>,
+    shared: Arc<LaneShared>,
+}
+
+struct LaneShared {
+    /// One bit per lane: woken since it was last polled.
+    woken: Box<[AtomicU64]>,
+    task: AtomicWaker,
+}
+
+struct LaneWaker {
+    lane: usize,
+    shared: Arc<LaneShared>,
+}
+
+impl Wake for LaneWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.shared.woken[self.lane / 64].fetch_or(1 << (self.lane % 64), Ordering::AcqRel);
+        self.shared.task.wake();
+    }
+}
+
+impl LaneWakers {
+    fn new(lanes: usize) -> Self {
+        let shared = Arc::new(LaneShared {
+            woken: (0..lanes.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            task: AtomicWaker::new(),
+        });
+        let wakers = (0..lanes)
+            .map(|lane| {
+                Waker::from(Arc::new(LaneWaker {
+                    lane,
+                    shared: shared.clone(),
+                }))
+            })
+            .collect();
+        LaneWakers { wakers, shared }
+    }
+
+    fn mark(&self, lane: usize) {
+        self.shared.woken[lane / 64].fetch_or(1 << (lane % 64), Ordering::AcqRel);
+    }
 }
 
 impl<F, Fut> InFlight<F, Fut>
@@ -422,22 +486,103 @@ where
     Fut: Future<Output = Completion>,
 {
     fn new(total: usize, limit: usize, deadline: Option<Duration>, start: F) -> Self {
+        let lanes = limit.max(1).min(total);
         InFlight {
             start,
             next: 0,
             total,
-            limit: limit.max(1),
-            running: FuturesUnordered::new(),
+            lanes: Box::into_pin((0..lanes).map(|_| None).collect()),
+            running: 0,
+            wakers: (lanes > POLL_ALL_LANES).then(|| LaneWakers::new(lanes)),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep(d))),
             expired: false,
         }
     }
 
+    fn lane(&mut self, lane: usize) -> Pin<&mut Option<Fut>> {
+        pinned_lane(&mut self.lanes, lane)
+    }
+
+    /// Starts requests in the free lanes, in definition order.
     fn fill(&mut self) {
-        while self.running.len() < self.limit && self.next < self.total {
-            self.running.push((self.start)(self.next));
-            self.next += 1;
+        if self.running == self.lanes.len() || self.next == self.total {
+            return;
         }
+        for lane in 0..self.lanes.len() {
+            if self.next == self.total {
+                break;
+            }
+            if self.lanes[lane].is_none() {
+                let future = (self.start)(self.next);
+                self.lane(lane).set(Some(future));
+                self.next += 1;
+                self.running += 1;
+                if let Some(wakers) = &self.wakers {
+                    wakers.mark(lane);
+                }
+            }
+        }
+    }
+
+    /// The next completion among the lanes that may have progressed.
+    fn poll_lanes(&mut self, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
+        let InFlight {
+            lanes,
+            running,
+            wakers,
+            ..
+        } = self;
+        let Some(wakers) = wakers else {
+            for lane in 0..lanes.len() {
+                if let Some(completion) = poll_lane(lanes, running, lane, cx) {
+                    return Poll::Ready(Some(completion));
+                }
+            }
+            return Poll::Pending;
+        };
+        // Registered before the bits are read: a wake after this point
+        // wakes the task again.
+        wakers.shared.task.register(cx.waker());
+        for word in 0..wakers.shared.woken.len() {
+            let mut bits = wakers.shared.woken[word].swap(0, Ordering::AcqRel);
+            while bits != 0 {
+                let lane = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let mut lane_cx = Context::from_waker(&wakers.wakers[lane]);
+                if let Some(completion) = poll_lane(lanes, running, lane, &mut lane_cx) {
+                    // The lanes not polled yet stay marked for the next call.
+                    wakers.shared.woken[word].fetch_or(bits, Ordering::AcqRel);
+                    return Poll::Ready(Some(completion));
+                }
+            }
+        }
+        Poll::Pending
+    }
+}
+
+fn pinned_lane<Fut>(lanes: &mut Pin<Box<[Option<Fut>]>>, lane: usize) -> Pin<&mut Option<Fut>> {
+    // SAFETY: the lanes are pinned in their box, which is never moved out
+    // of nor resized; a lane's future is only replaced in place, by
+    // `Pin::set`, which drops the old one where it lies.
+    unsafe { lanes.as_mut().map_unchecked_mut(|lanes| &mut lanes[lane]) }
+}
+
+/// Polls one lane; a completed request frees it.
+fn poll_lane<Fut: Future<Output = Completion>>(
+    lanes: &mut Pin<Box<[Option<Fut>]>>,
+    running: &mut usize,
+    lane: usize,
+    cx: &mut Context<'_>,
+) -> Option<Completion> {
+    let mut slot = pinned_lane(lanes, lane);
+    let future = slot.as_mut().as_pin_mut()?;
+    match future.poll(cx) {
+        Poll::Ready(completion) => {
+            slot.set(None);
+            *running -= 1;
+            Some(completion)
+        }
+        Poll::Pending => None,
     }
 }
 
@@ -457,17 +602,17 @@ where
         if let Some(deadline) = this.deadline.as_mut() {
             if deadline.as_mut().poll(cx).is_ready() {
                 this.expired = true;
-                this.running.clear();
+                for lane in 0..this.lanes.len() {
+                    this.lane(lane).set(None);
+                }
+                this.running = 0;
                 return Poll::Ready(None);
             }
         }
         this.fill();
-        match this.running.poll_next_unpin(cx) {
-            Poll::Ready(Some(completion)) => {
-                this.fill();
-                Poll::Ready(Some(completion))
-            }
-            other => other,
+        if this.running == 0 {
+            return Poll::Ready(None);
         }
+        this.poll_lanes(cx)
     }
 }
