@@ -102,13 +102,22 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
     let span = tracing::Span::current();
     // Timing is for the span only: skip it when no subscriber listens.
     let started = (!span.is_disabled()).then(Instant::now);
-    let keys: Vec<S::Key> = (0..total).map(|i| slots.key(i)).collect();
+    // A request's key reaches its future only for the `batch.request`
+    // span, at debug level: no copy of the keys when that cannot be seen.
+    let keys: Option<Vec<S::Key>> = tracing::level_enabled!(tracing::Level::DEBUG)
+        .then(|| (0..total).map(|i| slots.key(i)).collect());
+    // Without a deadline or fail_fast every request completes: nothing to track.
+    let may_stop_early = options.deadline.is_some() || options.fail_fast;
     let mut ledger = Ledger {
         slots,
         state: BatchState::new(total),
         panic: None,
         ready: VecDeque::new(),
-        done: vec![false; total],
+        done: if may_stop_early {
+            vec![false; total]
+        } else {
+            Vec::new()
+        },
     };
 
     // `before` runs before any request starts: nothing is in flight yet.
@@ -127,7 +136,12 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
         total,
         options.concurrency,
         options.deadline,
-        |i| start(client, i, &requests[i], &keys[i]),
+        |i| {
+            let key = keys
+                .as_ref()
+                .map(|keys| &keys[i] as &(dyn std::fmt::Display + Sync));
+            start(client, i, &requests[i], key)
+        },
     ));
     loop {
         let completion = match ledger.ready.pop_front() {
@@ -140,15 +154,7 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
                 None => break,
             },
         };
-        let failed = settle(
-            &mut ledger,
-            arms,
-            &mut in_flight,
-            &requests,
-            &keys,
-            completion,
-        )
-        .await;
+        let failed = settle(&mut ledger, arms, &mut in_flight, &requests, completion).await;
         if failed && options.fail_fast {
             break;
         }
@@ -157,17 +163,9 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
     // Cancel what still runs; what already completed is settled as it is.
     drop(in_flight.take());
     while let Some(completion) = ledger.ready.pop_front() {
-        settle(
-            &mut ledger,
-            arms,
-            &mut in_flight,
-            &requests,
-            &keys,
-            completion,
-        )
-        .await;
+        settle(&mut ledger, arms, &mut in_flight, &requests, completion).await;
     }
-    for index in 0..total {
+    for index in 0..ledger.done.len() {
         if ledger.done[index] {
             continue;
         }
@@ -183,20 +181,12 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
                 result: Err(err),
                 panic: None,
             };
-            settle(
-                &mut ledger,
-                arms,
-                &mut in_flight,
-                &requests,
-                &keys,
-                completion,
-            )
-            .await;
+            settle(&mut ledger, arms, &mut in_flight, &requests, completion).await;
         } else {
             // Cancelled by fail_fast: counted as failed, but no `catch`.
             let err = Error::cancelled("an earlier request failed and the batch is fail_fast")
                 .with_request(&request.method, &redact::url_str(&request.target))
-                .with_key(&keys[index]);
+                .with_key(&ledger.slots.key(index));
             ledger.done[index] = true;
             ledger.state.record_failure();
             ledger.slots.fail(index, err);
@@ -255,7 +245,6 @@ async fn settle<S, A, I>(
     arms: &mut A,
     in_flight: &mut Option<I>,
     requests: &[Request],
-    keys: &[S::Key],
     completion: Completion,
 ) -> bool
 where
@@ -268,11 +257,13 @@ where
         result,
         panic,
     } = completion;
-    ledger.done[index] = true;
+    if let Some(done) = ledger.done.get_mut(index) {
+        *done = true;
+    }
     if let Some(payload) = panic {
         report_panic(&mut ledger.panic, "the request's own code", payload);
     }
-    let key = &keys[index];
+    let key = ledger.slots.key(index);
     let decoded = result.and_then(|response| {
         let slots = &mut ledger.slots;
         let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| slots.decode(index, &response)))
@@ -296,18 +287,17 @@ where
         Ok(response) => {
             ledger.state.record_success();
             if ledger.panic.is_none() {
-                let (arms, state, key, response) =
-                    (&mut *arms, &ledger.state, key.clone(), &response);
+                let (arms, state, response) = (&mut *arms, &ledger.state, &response);
                 let arm = move || arms.progress(state, key, response);
                 drive(arm, in_flight, &mut ledger.ready, &mut ledger.panic).await;
             }
             false
         }
         Err(err) => {
-            let err = err.with_key(key);
+            let err = err.with_key(&key);
             ledger.state.record_failure();
             if ledger.panic.is_none() {
-                let (arms, state, key, err) = (&mut *arms, &ledger.state, key.clone(), &err);
+                let (arms, state, err) = (&mut *arms, &ledger.state, &err);
                 let arm = move || arms.catch(state, key, err);
                 drive(arm, in_flight, &mut ledger.ready, &mut ledger.panic).await;
             }
@@ -375,13 +365,13 @@ pub(crate) fn panic_message(payload: &Panic) -> String {
 /// One request's future: sends it (with retries) under its key. A panic in
 /// the request's own code (a retry predicate, a fake's reply closure) fails
 /// the request and travels with it, to resume after `finally`.
-async fn start<K: std::fmt::Display + Sync>(
+async fn start(
     client: &Client,
     index: usize,
     request: &Request,
-    key: &K,
+    key: Option<&(dyn std::fmt::Display + Sync)>,
 ) -> Completion {
-    match AssertUnwindSafe(client.execute(request, Some(key)))
+    match AssertUnwindSafe(client.execute(request, key))
         .catch_unwind()
         .await
     {
