@@ -424,6 +424,8 @@ struct InFlight<F, Fut> {
 struct LaneWakers {
     wakers: Box<[Waker]>,
     shared: Arc<LaneShared>,
+    /// The lanes without a request, so a start does not scan for one.
+    free: Vec<usize>,
 }
 
 struct LaneShared {
@@ -462,7 +464,11 @@ impl LaneWakers {
                 }))
             })
             .collect();
-        LaneWakers { wakers, shared }
+        LaneWakers {
+            wakers,
+            shared,
+            free: (0..lanes).rev().collect(),
+        }
     }
 
     fn mark(&self, lane: usize) {
@@ -498,6 +504,17 @@ where
         if self.running == self.lanes.len() || self.next == self.total {
             return;
         }
+        if let Some(wakers) = &mut self.wakers {
+            while self.next < self.total {
+                let Some(lane) = wakers.free.pop() else { break };
+                let future = (self.start)(self.next);
+                pinned_lane(&mut self.lanes, lane).set(Some(future));
+                wakers.mark(lane);
+                self.next += 1;
+                self.running += 1;
+            }
+            return;
+        }
         for lane in 0..self.lanes.len() {
             if self.next == self.total {
                 break;
@@ -507,9 +524,6 @@ where
                 self.lane(lane).set(Some(future));
                 self.next += 1;
                 self.running += 1;
-                if let Some(wakers) = &self.wakers {
-                    wakers.mark(lane);
-                }
             }
         }
     }
@@ -539,7 +553,9 @@ where
                 let lane = word * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let mut lane_cx = Context::from_waker(&wakers.wakers[lane]);
-                if let Some(completion) = poll_lane(lanes, running, lane, &mut lane_cx) {
+                let completion = poll_lane(lanes, running, lane, &mut lane_cx);
+                if let Some(completion) = completion {
+                    wakers.free.push(lane);
                     // The lanes not polled yet stay marked for the next call.
                     wakers.shared.woken[word].fetch_or(bits, Ordering::AcqRel);
                     return Poll::Ready(Some(completion));
