@@ -120,6 +120,9 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
         },
     };
 
+    // The lanes of a small batch, inside this future: declared before
+    // `in_flight`, which borrows them, so they outlive it.
+    let mut inline_lanes = pin!(std::array::from_fn::<_, POLL_ALL_LANES, _>(|_| None));
     // `before` runs before any request starts: nothing is in flight yet.
     let mut in_flight: Option<InFlight<_, _>> = None;
     drive(
@@ -136,6 +139,7 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
         total,
         options.concurrency,
         options.deadline,
+        inline_lanes.as_mut(),
         |i| {
             let key = keys
                 .as_ref()
@@ -404,20 +408,55 @@ const POLL_ALL_LANES: usize = 4;
 /// order as earlier ones complete. Once the deadline passes, the stream
 /// ends: the requests still running are dropped and none starts.
 ///
-/// The futures live in `min(limit, total)` lanes allocated once per batch;
-/// a lane is reused by the next request when its request completes, so a
-/// request allocates nothing here (`FuturesUnordered` allocates a task per
-/// future, and a request's future is over a kilobyte).
-struct InFlight<F, Fut> {
+/// The futures live in `min(limit, total)` lanes: inside the batch's own
+/// future for a few, otherwise in one box per batch. A lane is reused by the
+/// next request when its request completes, so a request allocates nothing
+/// here (`FuturesUnordered` allocates a task per future, and a request's
+/// future is over a kilobyte: above the allocator's small sizes).
+struct InFlight<'a, F, Fut> {
     start: F,
     next: usize,
     total: usize,
-    lanes: Pin<Box<[Option<Fut>]>>,
+    lanes: Lanes<'a, Fut>,
     running: usize,
     /// `None`: few lanes, all polled on every wake.
     wakers: Option<LaneWakers>,
     deadline: Option<Pin<Box<Sleep>>>,
     expired: bool,
+}
+
+/// Where the lanes live.
+enum Lanes<'a, Fut> {
+    /// The first `len` of an array in the batch's future.
+    Inline(Pin<&'a mut [Option<Fut>]>, usize),
+    Boxed(Pin<Box<[Option<Fut>]>>),
+}
+
+impl<Fut> Lanes<'_, Fut> {
+    fn len(&self) -> usize {
+        match self {
+            Lanes::Inline(_, len) => *len,
+            Lanes::Boxed(lanes) => lanes.len(),
+        }
+    }
+
+    fn is_free(&self, lane: usize) -> bool {
+        match self {
+            Lanes::Inline(lanes, _) => lanes[lane].is_none(),
+            Lanes::Boxed(lanes) => lanes[lane].is_none(),
+        }
+    }
+
+    fn lane(&mut self, lane: usize) -> Pin<&mut Option<Fut>> {
+        let lanes = match self {
+            Lanes::Inline(lanes, _) => lanes.as_mut(),
+            Lanes::Boxed(lanes) => lanes.as_mut(),
+        };
+        // SAFETY: the lanes are pinned (in the batch's future or in their
+        // box) and never moved out of; a lane's future is only replaced in
+        // place, by `Pin::set`, which drops the old one where it lies.
+        unsafe { lanes.map_unchecked_mut(|lanes| &mut lanes[lane]) }
+    }
 }
 
 /// One waker per lane; waking it marks the lane and wakes the batch's task.
@@ -476,27 +515,34 @@ impl LaneWakers {
     }
 }
 
-impl<F, Fut> InFlight<F, Fut>
+impl<'a, F, Fut> InFlight<'a, F, Fut>
 where
     F: FnMut(usize) -> Fut,
     Fut: Future<Output = Completion>,
 {
-    fn new(total: usize, limit: usize, deadline: Option<Duration>, start: F) -> Self {
+    /// `inline` holds the lanes when there are at most [`POLL_ALL_LANES`].
+    fn new(
+        total: usize,
+        limit: usize,
+        deadline: Option<Duration>,
+        inline: Pin<&'a mut [Option<Fut>; POLL_ALL_LANES]>,
+        start: F,
+    ) -> Self {
         let lanes = limit.max(1).min(total);
         InFlight {
             start,
             next: 0,
             total,
-            lanes: Box::into_pin((0..lanes).map(|_| None).collect()),
+            lanes: if lanes <= POLL_ALL_LANES {
+                Lanes::Inline(inline, lanes)
+            } else {
+                Lanes::Boxed(Box::into_pin((0..lanes).map(|_| None).collect()))
+            },
             running: 0,
             wakers: (lanes > POLL_ALL_LANES).then(|| LaneWakers::new(lanes)),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep(d))),
             expired: false,
         }
-    }
-
-    fn lane(&mut self, lane: usize) -> Pin<&mut Option<Fut>> {
-        pinned_lane(&mut self.lanes, lane)
     }
 
     /// Starts requests in the free lanes, in definition order.
@@ -508,7 +554,7 @@ where
             while self.next < self.total {
                 let Some(lane) = wakers.free.pop() else { break };
                 let future = (self.start)(self.next);
-                pinned_lane(&mut self.lanes, lane).set(Some(future));
+                self.lanes.lane(lane).set(Some(future));
                 wakers.mark(lane);
                 self.next += 1;
                 self.running += 1;
@@ -519,9 +565,9 @@ where
             if self.next == self.total {
                 break;
             }
-            if self.lanes[lane].is_none() {
+            if self.lanes.is_free(lane) {
                 let future = (self.start)(self.next);
-                self.lane(lane).set(Some(future));
+                self.lanes.lane(lane).set(Some(future));
                 self.next += 1;
                 self.running += 1;
             }
@@ -566,21 +612,14 @@ where
     }
 }
 
-fn pinned_lane<Fut>(lanes: &mut Pin<Box<[Option<Fut>]>>, lane: usize) -> Pin<&mut Option<Fut>> {
-    // SAFETY: the lanes are pinned in their box, which is never moved out
-    // of nor resized; a lane's future is only replaced in place, by
-    // `Pin::set`, which drops the old one where it lies.
-    unsafe { lanes.as_mut().map_unchecked_mut(|lanes| &mut lanes[lane]) }
-}
-
 /// Polls one lane; a completed request frees it.
 fn poll_lane<Fut: Future<Output = Completion>>(
-    lanes: &mut Pin<Box<[Option<Fut>]>>,
+    lanes: &mut Lanes<'_, Fut>,
     running: &mut usize,
     lane: usize,
     cx: &mut Context<'_>,
 ) -> Option<Completion> {
-    let mut slot = pinned_lane(lanes, lane);
+    let mut slot = lanes.lane(lane);
     let future = slot.as_mut().as_pin_mut()?;
     match future.poll(cx) {
         Poll::Ready(completion) => {
@@ -592,7 +631,24 @@ fn poll_lane<Fut: Future<Output = Completion>>(
     }
 }
 
-impl<F, Fut> futures_util::Stream for InFlight<F, Fut>
+impl<F, Fut> InFlight<'_, F, Fut> {
+    /// Drops every request in flight.
+    fn cancel(&mut self) {
+        for lane in 0..self.lanes.len() {
+            self.lanes.lane(lane).set(None);
+        }
+        self.running = 0;
+    }
+}
+
+/// Inline lanes outlive this value: their requests are dropped with it.
+impl<F, Fut> Drop for InFlight<'_, F, Fut> {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+impl<F, Fut> futures_util::Stream for InFlight<'_, F, Fut>
 where
     F: FnMut(usize) -> Fut + Unpin,
     Fut: Future<Output = Completion>,
@@ -608,10 +664,7 @@ where
         if let Some(deadline) = this.deadline.as_mut() {
             if deadline.as_mut().poll(cx).is_ready() {
                 this.expired = true;
-                for lane in 0..this.lanes.len() {
-                    this.lane(lane).set(None);
-                }
-                this.running = 0;
+                this.cancel();
                 return Poll::Ready(None);
             }
         }
