@@ -605,3 +605,33 @@ async fn panicking_deserialize_still_runs_finally_then_the_panic_resumes() {
     assert_eq!(caught, 0);
     assert_eq!(fake.recorded().len(), 2);
 }
+
+#[tokio::test]
+async fn fail_fast_drops_every_request_in_flight_in_a_wide_batch() {
+    // More than four in flight: each request has its own waker and lane.
+    let upstream = Upstream::start().await;
+    let mut requests: Vec<_> = (0..9)
+        .map(|i| (format!("hang{i}"), Request::get("/hang")))
+        .collect();
+    requests.push(("broken".to_owned(), Request::get("/status/503")));
+    requests.push(("later".to_owned(), Request::get("/json/1")));
+    let results = tokio::time::timeout(
+        Duration::from_secs(10),
+        Batch::keyed(requests)
+            .concurrency(10)
+            .fail_fast()
+            .send(&client(&upstream)),
+    )
+    .await
+    .expect("cancelled requests are dropped, not awaited");
+    let cancelled = results
+        .iter()
+        .filter(|r| r.as_ref().is_err_and(|e| e.is_cancelled()))
+        .count();
+    assert_eq!(cancelled, 10, "nine hanging and the one never started");
+    assert!(results[9].as_ref().unwrap_err().is_status());
+    assert!(results[10].as_ref().unwrap_err().is_cancelled());
+    // `later` never started (some hanging ones may not have reached the
+    // server before the failure either).
+    assert!(upstream.hits() <= 10, "{}", upstream.hits());
+}
