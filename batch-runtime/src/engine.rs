@@ -1,5 +1,12 @@
 //! The batch engine: runs requests with a concurrency limit and calls the
 //! arms one at a time, in completion order, on the batch's own task.
+//!
+//! The deadline bounds the requests, not the arms: once it passes, the
+//! requests in flight are dropped and none starts, even while an arm runs;
+//! a running arm is not cancelled. A panic anywhere in a batch (an arm, a
+//! request's own code such as a retry predicate or a fake's reply closure,
+//! a `Deserialize` impl) fails what it was working on, lets the other
+//! requests finish, and resumes from `send` after `finally` has run once.
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -67,11 +74,14 @@ struct Ledger<S: Slots> {
     panic: Option<Panic>,
     /// Completions that arrived while an arm was running, in order.
     ready: VecDeque<Completion>,
+    /// Which requests have a result; kept only when the batch can stop
+    /// early (a deadline or fail_fast), to settle the rest afterwards.
     done: Vec<bool>,
 }
 
 /// Runs every request and every arm; returns the results in definition
-/// order. A panic in an arm is held until `finally` has run, then resumed.
+/// order. The first panic (of an arm, a request's own code or a decode) is
+/// held until `finally` has run, then resumed.
 pub(crate) async fn run<S: Slots, A: Arms<S>>(
     client: &Client,
     requests: Vec<Request>,
@@ -177,7 +187,7 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
         if deadline_passed {
             let err = Error::new(
                 ErrorKind::Deadline,
-                "the batch deadline passed before it finished",
+                "the batch deadline passed before this request finished (raise it with `Batch::deadline`)",
             )
             .with_request(&request.method, &redact::url_str(&request.target));
             let completion = Completion {
