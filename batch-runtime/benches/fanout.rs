@@ -1,15 +1,30 @@
-//! Fan-out cost of a batch versus raw reqwest, side by side in one process.
+//! Fan-out cost of a batch versus raw reqwest.
 //!
-//! Run with `cargo bench -p batch-runtime --bench fanout`. A loopback axum
-//! server runs on its own runtime thread; the client side alternates raw
-//! reqwest and the batch engine over many rounds and prints medians and
-//! ratios (`ratio`, `small_ratio`, `macro_ratio`; lower is better, 1.0 is
-//! parity). The raw side of `ratio` keeps every status and body, as a batch
-//! keeps every result; `ratio_vs_discarding` compares with raw reqwest
-//! dropping each body on arrival. `macro_ratio` compares `batch!` with the same batch written
-//! against the runtime API.
+//! `cargo bench -p batch-runtime --bench fanout`: a loopback axum server runs
+//! on its own runtime thread; the client side alternates raw reqwest and the
+//! batch engine over many rounds and prints medians and ratios (`ratio`,
+//! `small_ratio`, `macro_ratio`; lower is better, 1.0 is parity). The raw
+//! side of `ratio` keeps every status and body, as a batch keeps every
+//! result; `ratio_vs_discarding` compares with raw reqwest dropping each body
+//! on arrival. `macro_ratio` compares `batch!` with the same batch written
+//! against the runtime API. Last, `peak_rss_100k_mib` is the peak resident
+//! memory of a child process that runs one 100,000-request batch keeping
+//! every result.
+//!
+//! Modes, for counting instructions (`benches/instructions.sh`):
+//! - `BATCH_BENCH_ONLY=raw|batch|small-raw|small-batch|macro|none` runs one
+//!   side once, on a current-thread runtime, against an upstream in a child
+//!   process, so a profiler that does not follow children (callgrind's
+//!   default) counts the client only. `none` does everything but the
+//!   requests: the start-up and teardown share, to subtract.
+//! - `BATCH_BENCH_ONLY=rss` runs the 100,000-request batch and prints the
+//!   process's peak RSS (`VmHWM`).
+//! - `BATCH_BENCH_SERVE=1` is the upstream: it prints its port and serves
+//!   until its stdin closes.
 
 use std::future::Future;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use batch_runtime::{batch, Batch, Client, Request};
@@ -18,12 +33,79 @@ use futures::StreamExt;
 const FANOUT: usize = 5_000;
 const CONCURRENCY: usize = 64;
 const SMALL_BATCHES: usize = 2_000;
+const RSS_REQUESTS: usize = 100_000;
 /// Loopback timings on a shared 2-core machine are noisy: each round times
 /// both sides back to back, and the reported ratio is the median of the
 /// per-round ratios, which cancels drift between rounds.
 const ROUNDS: usize = 31;
 
 fn main() {
+    if std::env::var_os("BATCH_BENCH_SERVE").is_some() {
+        serve_until_stdin_closes();
+    } else if let Ok(side) = std::env::var("BATCH_BENCH_ONLY") {
+        run_only(&side);
+    } else {
+        run_paired();
+    }
+}
+
+/// One side, once, against an upstream in a child process.
+fn run_only(side: &str) {
+    let (mut upstream, addr) = spawn_upstream();
+    let url = format!("http://{addr}/item");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let requests = rt.block_on(async {
+        let raw = raw_client();
+        let client = Client::new();
+        match side {
+            "none" => 0,
+            "raw" => {
+                raw_fanout(&raw, &url).await;
+                FANOUT
+            }
+            "batch" => {
+                batch_fanout(&client, &url).await;
+                FANOUT
+            }
+            "small-raw" => {
+                raw_small(&raw, &url).await;
+                SMALL_BATCHES * 3
+            }
+            "small-batch" => {
+                batch_small(&client, &url).await;
+                SMALL_BATCHES * 3
+            }
+            "macro" => {
+                macro_small(&client, &url).await;
+                SMALL_BATCHES * 3
+            }
+            "rss" => {
+                let before = peak_rss_kib();
+                let results = Batch::new((0..RSS_REQUESTS).map(|_| Request::get(&url)))
+                    .concurrency(CONCURRENCY)
+                    .send(&client)
+                    .await;
+                let peak = peak_rss_kib();
+                assert!(results.iter().all(Result::is_ok));
+                println!("rss_before_kib={before}");
+                println!("peak_rss_100k_kib={peak}");
+                drop(results);
+                RSS_REQUESTS
+            }
+            other => panic!(
+                "BATCH_BENCH_ONLY={other}: expected raw, batch, small-raw, small-batch, macro, none or rss"
+            ),
+        }
+    });
+    println!("side={side} requests={requests}");
+    stop_upstream(&mut upstream);
+}
+
+/// The paired wall-clock rounds, then the RSS child.
+fn run_paired() {
     let addr = start_server();
     let url = format!("http://{addr}/item");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -32,11 +114,7 @@ fn main() {
         .build()
         .expect("client runtime");
     rt.block_on(async {
-        let raw = reqwest::Client::builder()
-            .timeout(batch_runtime::DEFAULT_TIMEOUT)
-            .connect_timeout(batch_runtime::DEFAULT_CONNECT_TIMEOUT)
-            .build()
-            .expect("reqwest client");
+        let raw = raw_client();
         let client = Client::new();
         // Warm both connection pools.
         raw_fanout(&raw, &url).await;
@@ -83,6 +161,50 @@ fn main() {
         println!("small_ratio={:.3}", small.ratio);
         println!("macro_ratio={:.3}", typed.ratio);
     });
+    drop(rt);
+    print_peak_rss();
+}
+
+fn raw_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(batch_runtime::DEFAULT_TIMEOUT)
+        .connect_timeout(batch_runtime::DEFAULT_CONNECT_TIMEOUT)
+        .build()
+        .expect("reqwest client")
+}
+
+/// Runs the `rss` mode in a child, so the peak is that batch's alone.
+fn print_peak_rss() {
+    let exe = std::env::current_exe().expect("bench executable");
+    let output = Command::new(exe)
+        .env("BATCH_BENCH_ONLY", "rss")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the rss child");
+    assert!(output.status.success(), "the rss child failed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("the rss child printed no {name}: {stdout}"))
+    };
+    let before = field("rss_before_kib") / 1024.0;
+    let peak = field("peak_rss_100k_kib") / 1024.0;
+    println!("rss: one {RSS_REQUESTS}-request batch keeping every result, child process");
+    println!("  peak RSS {peak:.1} MiB ({before:.1} MiB before the batch)");
+    println!("peak_rss_100k_mib={peak:.1}");
+}
+
+/// The process's peak resident set (`VmHWM`), in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
 }
 
 /// What `alternate` measured: the median time of each side and the
@@ -209,6 +331,44 @@ async fn macro_small(client: &Client, url: &str) {
         .await;
         assert!(all.first.is_ok() && all.second.is_ok() && all.third.is_ok());
     }
+}
+
+/// Starts this executable as the upstream (`BATCH_BENCH_SERVE=1`) and reads
+/// the address it prints.
+fn spawn_upstream() -> (Child, std::net::SocketAddr) {
+    let exe = std::env::current_exe().expect("bench executable");
+    let mut child = Command::new(exe)
+        .env("BATCH_BENCH_SERVE", "1")
+        .env_remove("BATCH_BENCH_ONLY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the upstream process");
+    let stdout = child.stdout.take().expect("upstream stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the upstream address");
+    let addr = line.trim().parse().unwrap_or_else(|e| {
+        panic!("the upstream printed {line:?}, not an address: {e}");
+    });
+    (child, addr)
+}
+
+fn stop_upstream(child: &mut Child) {
+    // Closing its stdin ends it.
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
+
+/// The upstream process: serves until its parent closes our stdin.
+fn serve_until_stdin_closes() {
+    let addr = start_server();
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{addr}").expect("print the address");
+    stdout.flush().expect("flush the address");
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
 }
 
 /// A loopback upstream on its own runtime thread, answering a small JSON body.

@@ -131,8 +131,16 @@ impl<S: Slots, A> Batch<S, A> {
         self
     }
 
-    /// Requests still unfinished after `deadline` fail with
-    /// [`ErrorKind::Deadline`](crate::ErrorKind::Deadline) (`catch` runs for each).
+    /// Requests still unfinished `deadline` after the requests start (after
+    /// `before`) fail with [`ErrorKind::Deadline`](crate::ErrorKind::Deadline)
+    /// (`catch` runs for each).
+    ///
+    /// The deadline bounds the requests, not the arms. When it passes, the
+    /// requests in flight are dropped and no other starts, even while an arm
+    /// is running; a response that arrives after it counts as `Deadline`.
+    /// An arm that is running is not cancelled, and the arms still due
+    /// (`catch` for each late request, then `finally`) run after it, so
+    /// `send` returns later than the deadline by as long as the arms take.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.options.deadline = Some(deadline);
         self

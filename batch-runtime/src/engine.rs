@@ -1,15 +1,24 @@
 //! The batch engine: runs requests with a concurrency limit and calls the
 //! arms one at a time, in completion order, on the batch's own task.
+//!
+//! The deadline bounds the requests, not the arms: once it passes, the
+//! requests in flight are dropped and none starts, even while an arm runs;
+//! a running arm is not cancelled. A panic anywhere in a batch (an arm, a
+//! request's own code such as a retry predicate or a fake's reply closure,
+//! a `Deserialize` impl) fails what it was working on, lets the other
+//! requests finish, and resumes from `send` after `finally` has run once.
 
 use std::any::Any;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::panic::{resume_unwind, AssertUnwindSafe};
 use std::pin::{pin, Pin};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use futures_util::stream::FuturesUnordered;
+use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::Sleep;
 use tracing::Instrument;
@@ -46,22 +55,33 @@ impl Default for Options {
     }
 }
 
-type Completion = (usize, Result<Response, Error>);
 type Panic = Box<dyn Any + Send + 'static>;
+
+/// One request's end: its result, and the panic of code that ran for it
+/// outside the arms (a retry predicate, a fake's reply closure), if any.
+struct Completion {
+    index: usize,
+    result: Result<Response, Error>,
+    panic: Option<Panic>,
+}
 
 /// What the run loop keeps besides the arms and the requests in flight.
 struct Ledger<S: Slots> {
     slots: S,
     state: BatchState,
-    /// The first panic of an arm, resumed after `finally`.
+    /// The first panic of an arm (or of a request's own code), resumed
+    /// after `finally`.
     panic: Option<Panic>,
     /// Completions that arrived while an arm was running, in order.
     ready: VecDeque<Completion>,
+    /// Which requests have a result; kept only when the batch can stop
+    /// early (a deadline or fail_fast), to settle the rest afterwards.
     done: Vec<bool>,
 }
 
 /// Runs every request and every arm; returns the results in definition
-/// order. A panic in an arm is held until `finally` has run, then resumed.
+/// order. The first panic (of an arm, a request's own code or a decode) is
+/// held until `finally` has run, then resumed.
 pub(crate) async fn run<S: Slots, A: Arms<S>>(
     client: &Client,
     requests: Vec<Request>,
@@ -92,15 +112,27 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
     let span = tracing::Span::current();
     // Timing is for the span only: skip it when no subscriber listens.
     let started = (!span.is_disabled()).then(Instant::now);
-    let keys: Vec<S::Key> = (0..total).map(|i| slots.key(i)).collect();
+    // A request's key reaches its future only for the `batch.request`
+    // span, at debug level: no copy of the keys when that cannot be seen.
+    let keys: Option<Vec<S::Key>> = tracing::level_enabled!(tracing::Level::DEBUG)
+        .then(|| (0..total).map(|i| slots.key(i)).collect());
+    // Without a deadline or fail_fast every request completes: nothing to track.
+    let may_stop_early = options.deadline.is_some() || options.fail_fast;
     let mut ledger = Ledger {
         slots,
         state: BatchState::new(total),
         panic: None,
         ready: VecDeque::new(),
-        done: vec![false; total],
+        done: if may_stop_early {
+            vec![false; total]
+        } else {
+            Vec::new()
+        },
     };
 
+    // The lanes of a small batch, inside this future: declared before
+    // `in_flight`, which borrows them, so they outlive it.
+    let mut inline_lanes = pin!(std::array::from_fn::<_, POLL_ALL_LANES, _>(|_| None));
     // `before` runs before any request starts: nothing is in flight yet.
     let mut in_flight: Option<InFlight<_, _>> = None;
     drive(
@@ -111,53 +143,43 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
     )
     .await;
 
-    in_flight = Some(InFlight::new(total, options.concurrency, |i| {
-        start(client, i, &requests[i], &keys[i])
-    }));
-    let mut deadline = options.deadline.map(|d| Box::pin(tokio::time::sleep(d)));
-    let mut deadline_passed = false;
+    // The deadline lives in `InFlight`, so it is observed wherever the
+    // requests are polled: here, and while an arm runs.
+    in_flight = Some(InFlight::new(
+        total,
+        options.concurrency,
+        options.deadline,
+        inline_lanes.as_mut(),
+        |i| {
+            let key = keys
+                .as_ref()
+                .map(|keys| &keys[i] as &(dyn std::fmt::Display + Sync));
+            start(client, i, &requests[i], key)
+        },
+    ));
     loop {
         let completion = match ledger.ready.pop_front() {
             Some(completion) => completion,
-            None => match next(in_flight.as_mut(), deadline.as_mut()).await {
-                Next::Done(completion) => completion,
-                Next::Finished => break,
-                Next::DeadlinePassed => {
-                    deadline_passed = true;
-                    break;
-                }
+            None => match in_flight.as_mut() {
+                Some(running) => match running.next().await {
+                    Some(completion) => completion,
+                    None => break,
+                },
+                None => break,
             },
         };
-        let (index, result) = completion;
-        let failed = settle(
-            &mut ledger,
-            arms,
-            &mut in_flight,
-            &requests,
-            &keys,
-            index,
-            result,
-        )
-        .await;
+        let failed = settle(&mut ledger, arms, &mut in_flight, &requests, completion).await;
         if failed && options.fail_fast {
             break;
         }
     }
+    let deadline_passed = in_flight.as_ref().is_some_and(|running| running.expired);
     // Cancel what still runs; what already completed is settled as it is.
     drop(in_flight.take());
-    while let Some((index, result)) = ledger.ready.pop_front() {
-        settle(
-            &mut ledger,
-            arms,
-            &mut in_flight,
-            &requests,
-            &keys,
-            index,
-            result,
-        )
-        .await;
+    while let Some(completion) = ledger.ready.pop_front() {
+        settle(&mut ledger, arms, &mut in_flight, &requests, completion).await;
     }
-    for index in 0..total {
+    for index in 0..ledger.done.len() {
         if ledger.done[index] {
             continue;
         }
@@ -165,24 +187,20 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
         if deadline_passed {
             let err = Error::new(
                 ErrorKind::Deadline,
-                "the batch deadline passed before it finished",
+                "the batch deadline passed before this request finished (raise it with `Batch::deadline`)",
             )
             .with_request(&request.method, &redact::url_str(&request.target));
-            settle(
-                &mut ledger,
-                arms,
-                &mut in_flight,
-                &requests,
-                &keys,
+            let completion = Completion {
                 index,
-                Err(err),
-            )
-            .await;
+                result: Err(err),
+                panic: None,
+            };
+            settle(&mut ledger, arms, &mut in_flight, &requests, completion).await;
         } else {
             // Cancelled by fail_fast: counted as failed, but no `catch`.
             let err = Error::cancelled("an earlier request failed and the batch is fail_fast")
                 .with_request(&request.method, &redact::url_str(&request.target))
-                .with_key(&keys[index]);
+                .with_key(&ledger.slots.key(index));
             ledger.done[index] = true;
             ledger.state.record_failure();
             ledger.slots.fail(index, err);
@@ -233,44 +251,67 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
 }
 
 /// Records one result in its slot and the counters, then runs `progress`
-/// or `catch` for it (unless an arm already panicked). Returns whether it
-/// was a failure.
+/// or `catch` for it (unless something already panicked). Returns whether
+/// it was a failure. A panic while decoding fails the request and is held
+/// like an arm's.
 async fn settle<S, A, I>(
     ledger: &mut Ledger<S>,
     arms: &mut A,
     in_flight: &mut Option<I>,
     requests: &[Request],
-    keys: &[S::Key],
-    index: usize,
-    result: Result<Response, Error>,
+    completion: Completion,
 ) -> bool
 where
     S: Slots,
     A: Arms<S>,
     I: futures_util::Stream<Item = Completion> + Unpin,
 {
-    ledger.done[index] = true;
-    let key = &keys[index];
-    let decoded = result.and_then(|response| match ledger.slots.decode(index, &response) {
-        Ok(()) => Ok(response),
-        Err(err) => Err(err.with_request(&requests[index].method, &redact::url(response.url()))),
+    let Completion {
+        index,
+        result,
+        panic,
+    } = completion;
+    if let Some(done) = ledger.done.get_mut(index) {
+        *done = true;
+    }
+    if let Some(payload) = panic {
+        report_panic(&mut ledger.panic, "the request's own code", payload);
+    }
+    let key = ledger.slots.key(index);
+    let decoded = result.and_then(|response| {
+        let slots = &mut ledger.slots;
+        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| slots.decode(index, &response)))
+            .unwrap_or_else(|payload| {
+                let err = Error::new(
+                    ErrorKind::Decode,
+                    format!(
+                        "decoding the body panicked: {} (the panic resumes from `send` after `finally`)",
+                        panic_message(&payload)
+                    ),
+                );
+                report_panic(&mut ledger.panic, "decoding a response", payload);
+                Err(err)
+            });
+        match decoded {
+            Ok(()) => Ok(response),
+            Err(err) => Err(err.with_request(&requests[index].method, &redact::url(response.url()))),
+        }
     });
     match decoded {
         Ok(response) => {
             ledger.state.record_success();
             if ledger.panic.is_none() {
-                let (arms, state, key, response) =
-                    (&mut *arms, &ledger.state, key.clone(), &response);
+                let (arms, state, response) = (&mut *arms, &ledger.state, &response);
                 let arm = move || arms.progress(state, key, response);
                 drive(arm, in_flight, &mut ledger.ready, &mut ledger.panic).await;
             }
             false
         }
         Err(err) => {
-            let err = err.with_key(key);
+            let err = err.with_key(&key);
             ledger.state.record_failure();
             if ledger.panic.is_none() {
-                let (arms, state, key, err) = (&mut *arms, &ledger.state, key.clone(), &err);
+                let (arms, state, err) = (&mut *arms, &ledger.state, &err);
                 let arm = move || arms.catch(state, key, err);
                 drive(arm, in_flight, &mut ledger.ready, &mut ledger.panic).await;
             }
@@ -297,7 +338,7 @@ async fn drive<Call, Fut, I>(
     let arm = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
         Ok(arm) => arm,
         Err(payload) => {
-            report_panic(panic, payload);
+            report_panic(panic, "a batch arm", payload);
             return;
         }
     };
@@ -315,12 +356,13 @@ async fn drive<Call, Fut, I>(
     })
     .await;
     if let Err(payload) = outcome {
-        report_panic(panic, payload);
+        report_panic(panic, "a batch arm", payload);
     }
 }
 
-fn report_panic(panic: &mut Option<Panic>, payload: Panic) {
-    tracing::error!(panic = %panic_message(&payload), "a batch arm panicked; `finally` still runs");
+/// Keeps the first panic to resume after `finally`; later ones are logged only.
+fn report_panic(panic: &mut Option<Panic>, what: &str, payload: Panic) {
+    tracing::error!(panic = %panic_message(&payload), "{what} panicked; `finally` still runs");
     panic.get_or_insert(payload);
 }
 
@@ -334,83 +376,289 @@ pub(crate) fn panic_message(payload: &Panic) -> String {
     }
 }
 
-// Transient, one at a time: boxing the completion would cost more than it saves.
-#[allow(clippy::large_enum_variant)]
-enum Next {
-    Done(Completion),
-    Finished,
-    DeadlinePassed,
-}
-
-async fn next<I>(in_flight: Option<&mut I>, deadline: Option<&mut Pin<Box<Sleep>>>) -> Next
-where
-    I: futures_util::Stream<Item = Completion> + Unpin,
-{
-    let Some(in_flight) = in_flight else {
-        return Next::Finished;
-    };
-    match deadline {
-        None => match in_flight.next().await {
-            Some(completion) => Next::Done(completion),
-            None => Next::Finished,
+/// One request's future: sends it (with retries) under its key. A panic in
+/// the request's own code (a retry predicate, a fake's reply closure) fails
+/// the request and travels with it, to resume after `finally`.
+async fn start(
+    client: &Client,
+    index: usize,
+    request: &Request,
+    key: Option<&(dyn std::fmt::Display + Sync)>,
+) -> Completion {
+    match AssertUnwindSafe(client.execute(request, key))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => Completion {
+            index,
+            result,
+            panic: None,
         },
-        Some(deadline) => {
-            tokio::select! {
-                biased;
-                completion = in_flight.next() => match completion {
-                    Some(completion) => Next::Done(completion),
-                    None => Next::Finished,
-                },
-                () = deadline.as_mut() => Next::DeadlinePassed,
+        Err(payload) => {
+            let err = Error::cancelled(&format!(
+                "the request panicked: {} (the panic resumes from `send` after `finally`)",
+                panic_message(&payload)
+            ))
+            .with_request(&request.method, &redact::url_str(&request.target));
+            Completion {
+                index,
+                result: Err(err),
+                panic: Some(payload),
             }
         }
     }
 }
 
-/// One request's future: sends it (with retries) under its key.
-async fn start<K: std::fmt::Display + Sync>(
-    client: &Client,
-    index: usize,
-    request: &Request,
-    key: &K,
-) -> Completion {
-    (index, client.execute(request, Some(key)).await)
-}
+/// Sets of at most this many requests in flight are polled all together on
+/// every wake, as `tokio::join!` does; larger sets give each lane its own
+/// waker, so a wake polls only the lanes that were woken.
+const POLL_ALL_LANES: usize = 4;
 
 /// The requests in flight: never more than `limit`, started in definition
-/// order as earlier ones complete.
-struct InFlight<F, Fut> {
+/// order as earlier ones complete. Once the deadline passes, the stream
+/// ends: the requests still running are dropped and none starts.
+///
+/// The futures live in `min(limit, total)` lanes: inside the batch's own
+/// future for a few, otherwise in one box per batch. A lane is reused by the
+/// next request when its request completes, so a request allocates nothing
+/// here (`FuturesUnordered` allocates a task per future, and a request's
+/// future is over a kilobyte: above the allocator's small sizes).
+struct InFlight<'a, F, Fut> {
     start: F,
     next: usize,
     total: usize,
-    limit: usize,
-    running: FuturesUnordered<Fut>,
+    lanes: Lanes<'a, Fut>,
+    running: usize,
+    /// `None`: few lanes, all polled on every wake.
+    wakers: Option<LaneWakers>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    expired: bool,
 }
 
-impl<F, Fut> InFlight<F, Fut>
+/// Where the lanes live.
+enum Lanes<'a, Fut> {
+    /// The first `len` of an array in the batch's future.
+    Inline(Pin<&'a mut [Option<Fut>]>, usize),
+    Boxed(Pin<Box<[Option<Fut>]>>),
+}
+
+impl<Fut> Lanes<'_, Fut> {
+    fn len(&self) -> usize {
+        match self {
+            Lanes::Inline(_, len) => *len,
+            Lanes::Boxed(lanes) => lanes.len(),
+        }
+    }
+
+    fn is_free(&self, lane: usize) -> bool {
+        match self {
+            Lanes::Inline(lanes, _) => lanes[lane].is_none(),
+            Lanes::Boxed(lanes) => lanes[lane].is_none(),
+        }
+    }
+
+    fn lane(&mut self, lane: usize) -> Pin<&mut Option<Fut>> {
+        let lanes = match self {
+            Lanes::Inline(lanes, _) => lanes.as_mut(),
+            Lanes::Boxed(lanes) => lanes.as_mut(),
+        };
+        // SAFETY: the lanes are pinned (in the batch's future or in their
+        // box) and never moved out of; a lane's future is only replaced in
+        // place, by `Pin::set`, which drops the old one where it lies.
+        unsafe { lanes.map_unchecked_mut(|lanes| &mut lanes[lane]) }
+    }
+}
+
+/// One waker per lane; waking it marks the lane and wakes the batch's task.
+struct LaneWakers {
+    wakers: Box<[Waker]>,
+    shared: Arc<LaneShared>,
+    /// The lanes without a request, so a start does not scan for one.
+    free: Vec<usize>,
+}
+
+struct LaneShared {
+    /// One bit per lane: woken since it was last polled.
+    woken: Box<[AtomicU64]>,
+    task: AtomicWaker,
+}
+
+struct LaneWaker {
+    lane: usize,
+    shared: Arc<LaneShared>,
+}
+
+impl Wake for LaneWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.shared.woken[self.lane / 64].fetch_or(1 << (self.lane % 64), Ordering::AcqRel);
+        self.shared.task.wake();
+    }
+}
+
+impl LaneWakers {
+    fn new(lanes: usize) -> Self {
+        let shared = Arc::new(LaneShared {
+            woken: (0..lanes.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            task: AtomicWaker::new(),
+        });
+        let wakers = (0..lanes)
+            .map(|lane| {
+                Waker::from(Arc::new(LaneWaker {
+                    lane,
+                    shared: shared.clone(),
+                }))
+            })
+            .collect();
+        LaneWakers {
+            wakers,
+            shared,
+            free: (0..lanes).rev().collect(),
+        }
+    }
+
+    fn mark(&self, lane: usize) {
+        self.shared.woken[lane / 64].fetch_or(1 << (lane % 64), Ordering::AcqRel);
+    }
+}
+
+impl<'a, F, Fut> InFlight<'a, F, Fut>
 where
     F: FnMut(usize) -> Fut,
     Fut: Future<Output = Completion>,
 {
-    fn new(total: usize, limit: usize, start: F) -> Self {
+    /// `inline` holds the lanes when there are at most [`POLL_ALL_LANES`].
+    fn new(
+        total: usize,
+        limit: usize,
+        deadline: Option<Duration>,
+        inline: Pin<&'a mut [Option<Fut>; POLL_ALL_LANES]>,
+        start: F,
+    ) -> Self {
+        let lanes = limit.max(1).min(total);
         InFlight {
             start,
             next: 0,
             total,
-            limit: limit.max(1),
-            running: FuturesUnordered::new(),
+            lanes: if lanes <= POLL_ALL_LANES {
+                Lanes::Inline(inline, lanes)
+            } else {
+                Lanes::Boxed(Box::into_pin((0..lanes).map(|_| None).collect()))
+            },
+            running: 0,
+            wakers: (lanes > POLL_ALL_LANES).then(|| LaneWakers::new(lanes)),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep(d))),
+            expired: false,
         }
     }
 
+    /// Starts requests in the free lanes, in definition order.
     fn fill(&mut self) {
-        while self.running.len() < self.limit && self.next < self.total {
-            self.running.push((self.start)(self.next));
-            self.next += 1;
+        if self.running == self.lanes.len() || self.next == self.total {
+            return;
         }
+        if let Some(wakers) = &mut self.wakers {
+            while self.next < self.total {
+                let Some(lane) = wakers.free.pop() else { break };
+                let future = (self.start)(self.next);
+                self.lanes.lane(lane).set(Some(future));
+                wakers.mark(lane);
+                self.next += 1;
+                self.running += 1;
+            }
+            return;
+        }
+        for lane in 0..self.lanes.len() {
+            if self.next == self.total {
+                break;
+            }
+            if self.lanes.is_free(lane) {
+                let future = (self.start)(self.next);
+                self.lanes.lane(lane).set(Some(future));
+                self.next += 1;
+                self.running += 1;
+            }
+        }
+    }
+
+    /// The next completion among the lanes that may have progressed.
+    fn poll_lanes(&mut self, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
+        let InFlight {
+            lanes,
+            running,
+            wakers,
+            ..
+        } = self;
+        let Some(wakers) = wakers else {
+            for lane in 0..lanes.len() {
+                if let Some(completion) = poll_lane(lanes, running, lane, cx) {
+                    return Poll::Ready(Some(completion));
+                }
+            }
+            return Poll::Pending;
+        };
+        // Registered before the bits are read: a wake after this point
+        // wakes the task again.
+        wakers.shared.task.register(cx.waker());
+        for word in 0..wakers.shared.woken.len() {
+            let mut bits = wakers.shared.woken[word].swap(0, Ordering::AcqRel);
+            while bits != 0 {
+                let lane = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let mut lane_cx = Context::from_waker(&wakers.wakers[lane]);
+                let completion = poll_lane(lanes, running, lane, &mut lane_cx);
+                if let Some(completion) = completion {
+                    wakers.free.push(lane);
+                    // The lanes not polled yet stay marked for the next call.
+                    wakers.shared.woken[word].fetch_or(bits, Ordering::AcqRel);
+                    return Poll::Ready(Some(completion));
+                }
+            }
+        }
+        Poll::Pending
     }
 }
 
-impl<F, Fut> futures_util::Stream for InFlight<F, Fut>
+/// Polls one lane; a completed request frees it.
+fn poll_lane<Fut: Future<Output = Completion>>(
+    lanes: &mut Lanes<'_, Fut>,
+    running: &mut usize,
+    lane: usize,
+    cx: &mut Context<'_>,
+) -> Option<Completion> {
+    let mut slot = lanes.lane(lane);
+    let future = slot.as_mut().as_pin_mut()?;
+    match future.poll(cx) {
+        Poll::Ready(completion) => {
+            slot.set(None);
+            *running -= 1;
+            Some(completion)
+        }
+        Poll::Pending => None,
+    }
+}
+
+impl<F, Fut> InFlight<'_, F, Fut> {
+    /// Drops every request in flight.
+    fn cancel(&mut self) {
+        for lane in 0..self.lanes.len() {
+            self.lanes.lane(lane).set(None);
+        }
+        self.running = 0;
+    }
+}
+
+/// Inline lanes outlive this value: their requests are dropped with it.
+impl<F, Fut> Drop for InFlight<'_, F, Fut> {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+impl<F, Fut> futures_util::Stream for InFlight<'_, F, Fut>
 where
     F: FnMut(usize) -> Fut + Unpin,
     Fut: Future<Output = Completion>,
@@ -419,13 +667,21 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
         let this = self.get_mut();
-        this.fill();
-        match this.running.poll_next_unpin(cx) {
-            Poll::Ready(Some(completion)) => {
-                this.fill();
-                Poll::Ready(Some(completion))
-            }
-            other => other,
+        if this.expired {
+            return Poll::Ready(None);
         }
+        // The deadline first: a completion observed after it counts as late.
+        if let Some(deadline) = this.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                this.expired = true;
+                this.cancel();
+                return Poll::Ready(None);
+            }
+        }
+        this.fill();
+        if this.running == 0 {
+            return Poll::Ready(None);
+        }
+        this.poll_lanes(cx)
     }
 }

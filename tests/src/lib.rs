@@ -12,6 +12,8 @@
 //!   `Retry-After: {retry_after}` the first `failures` times per `id`, then `{"attempts": n}`
 //! - `GET /hang`: never answers (an hour)
 //! - `POST /record/{name}`: 200, and the name is appended to [`Upstream::recorded`]
+//! - `GET /gate/{n}`: waits until `n` requests are in flight at once (at
+//!   most 1 s), then `{"gate": n}`: the peak in flight then shows the limit
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,6 +42,8 @@ struct Shared {
     max_in_flight: AtomicUsize,
     flaky: Mutex<HashMap<String, u32>>,
     recorded: Mutex<Vec<String>>,
+    /// Woken whenever a request arrives, for `/gate/{n}`.
+    arrivals: tokio::sync::Notify,
 }
 
 struct InFlightGuard(Arc<Shared>);
@@ -58,6 +62,7 @@ async fn track(
     state.hits.fetch_add(1, Ordering::SeqCst);
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    state.arrivals.notify_waiters();
     let _guard = InFlightGuard(state.clone());
     next.run(request).await
 }
@@ -76,6 +81,7 @@ impl Upstream {
             .route("/flaky/{id}/{failures}/{retry_after}", get(flaky))
             .route("/hang", get(hang))
             .route("/record/{name}", post(record))
+            .route("/gate/{n}", get(gate))
             .layer(axum::middleware::from_fn_with_state(state.clone(), track))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -224,4 +230,23 @@ async fn hang() -> &'static str {
 async fn record(State(state): State<Arc<Shared>>, Path(name): Path<String>) -> &'static str {
     state.recorded.lock().unwrap().push(name);
     "ok"
+}
+
+async fn gate(State(state): State<Arc<Shared>>, Path(n): Path<usize>) -> Json<serde_json::Value> {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        // Registered before the check, so an arrival in between still wakes us.
+        let arrived = state.arrivals.notified();
+        let mut arrived = std::pin::pin!(arrived);
+        arrived.as_mut().enable();
+        if state.in_flight.load(Ordering::SeqCst) >= n {
+            state.arrivals.notify_waiters();
+            break;
+        }
+        tokio::select! {
+            () = arrived => {}
+            () = tokio::time::sleep_until(give_up) => break,
+        }
+    }
+    Json(serde_json::json!({ "gate": n }))
 }

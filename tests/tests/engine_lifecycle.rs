@@ -163,11 +163,20 @@ async fn concurrency_never_exceeds_the_limit_at_the_server() {
 #[tokio::test]
 async fn large_dynamic_batch_uses_the_default_limit() {
     let upstream = Upstream::start().await;
-    let results = Batch::new((0..300).map(|_| Request::get("/delay/5")))
-        .send(&client(&upstream))
-        .await;
+    let limit = batch_runtime::DEFAULT_CONCURRENCY;
+    // Each request waits at the server until `limit` are there at once (or
+    // 1 s passes), so the peak is the limit exactly: a smaller default never
+    // gathers them, a larger one lets the extra request in as well.
+    let requests = (0..=limit).map(|_| Request::get(format!("/gate/{limit}")));
+    let results = tokio::time::timeout(
+        Duration::from_secs(30),
+        Batch::new(requests).send(&client(&upstream)),
+    )
+    .await
+    .expect("a default limit below DEFAULT_CONCURRENCY serialises the gated requests");
     assert!(results.iter().all(Result::is_ok));
-    assert!(upstream.max_in_flight() <= batch_runtime::DEFAULT_CONCURRENCY);
+    assert_eq!(upstream.hits(), limit + 1);
+    assert_eq!(upstream.max_in_flight(), limit);
 }
 
 #[tokio::test]
@@ -336,7 +345,8 @@ async fn panicking_finally_resumes_too() {
     )
     .catch_unwind()
     .await;
-    assert!(outcome.is_err());
+    let payload = outcome.expect_err("the panic in finally resumes");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"bug in finally"));
 }
 
 #[tokio::test]
@@ -416,4 +426,212 @@ async fn refused_connection_is_a_connect_failure_that_reaches_catch() {
             .starts_with("request `down` GET http://127.0.0.1:"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn deadline_holds_while_an_async_arm_runs() {
+    let upstream = Upstream::start().await;
+    let mut caught = Vec::new();
+    let started = Instant::now();
+    let results = tokio::time::timeout(
+        Duration::from_secs(10),
+        Batch::keyed([
+            ("quick", Request::get("/delay/10")),
+            ("slow", Request::get("/delay/500")),
+        ])
+        .deadline(Duration::from_millis(100))
+        .progress_async(|_, _, _| tokio::time::sleep(Duration::from_secs(1)))
+        .catch(|b, key, err| caught.push((key, err.kind().clone(), b.processed_requests())))
+        .send(&client(&upstream)),
+    )
+    .await
+    .expect("the batch ends");
+    let took = started.elapsed();
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    let err = results[1]
+        .as_ref()
+        .expect_err("500 ms is past the 100 ms deadline");
+    assert_eq!(err.kind(), &ErrorKind::Deadline, "{err}");
+    assert_eq!(caught, vec![("slow", ErrorKind::Deadline, 2)]);
+    // The running arm is not cancelled (1 s), but no second arm runs for the
+    // slow request: well under the 2 s of two arms.
+    assert!(took >= Duration::from_millis(950), "took {took:?}");
+    assert!(took < Duration::from_millis(1900), "took {took:?}");
+}
+
+#[tokio::test]
+async fn deadline_drops_requests_in_flight_and_starts_none_while_an_arm_runs() {
+    let upstream = Upstream::start().await;
+    let mut hits_at_finally = None;
+    let results = tokio::time::timeout(
+        Duration::from_secs(10),
+        // One at a time: `late` starts when `quick` completes, `queued` would
+        // start when `late` completes, during the 400 ms arm, past the deadline.
+        Batch::keyed([
+            ("quick", Request::get("/delay/1")),
+            ("late", Request::get("/delay/200")),
+            ("queued", Request::get("/json/1")),
+        ])
+        .concurrency(1)
+        .deadline(Duration::from_millis(100))
+        .progress_async(|_, _, _| tokio::time::sleep(Duration::from_millis(400)))
+        .finally(|_, _| hits_at_finally = Some(upstream.hits()))
+        .send(&client(&upstream)),
+    )
+    .await
+    .expect("the batch ends");
+    let kinds: Vec<_> = results
+        .iter()
+        .map(|r| r.as_ref().map(|_| ()).map_err(|e| e.kind().clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![Ok(()), Err(ErrorKind::Deadline), Err(ErrorKind::Deadline)]
+    );
+    // `queued` was never sent: nothing starts after the deadline.
+    assert_eq!(hits_at_finally, Some(2));
+}
+
+#[derive(Debug)]
+struct Explodes;
+
+impl<'de> serde::Deserialize<'de> for Explodes {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("bug in Deserialize")
+    }
+}
+
+/// Runs `batch`, expecting the panic to resume from `send`; returns its message.
+async fn resumed_panic<T>(batch: impl std::future::Future<Output = T>) -> String {
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        AssertUnwindSafe(batch).catch_unwind(),
+    )
+    .await
+    .expect("the batch ends");
+    let payload = outcome.err().expect("the panic resumes from send");
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn panicking_retry_predicate_still_runs_finally_then_the_panic_resumes() {
+    let upstream = Upstream::start().await;
+    let client = client(&upstream);
+    let finally_saw = Arc::new(Mutex::new(Vec::new()));
+    let seen = finally_saw.clone();
+    let message = resumed_panic(
+        Batch::keyed([
+            (
+                "flaky",
+                Request::get("/status/503")
+                    .retry(batch_runtime::Retry::times(2).when(|_| panic!("bug in predicate"))),
+            ),
+            ("fine", Request::get("/delay/50")),
+        ])
+        .finally(move |b, all| {
+            seen.lock()
+                .unwrap()
+                .push((b.processed_requests(), all[0].is_err(), all[1].is_ok()))
+        })
+        .send(&client),
+    )
+    .await;
+    assert_eq!(message, "bug in predicate");
+    assert_eq!(*finally_saw.lock().unwrap(), vec![(2, true, true)]);
+    assert_eq!(
+        upstream.hits(),
+        2,
+        "the predicate panicked after the first attempt"
+    );
+}
+
+#[tokio::test]
+async fn panicking_fake_reply_still_runs_finally_then_the_panic_resumes() {
+    use batch_runtime::fake::{Fake, Reply};
+    use batch_runtime::Method;
+    let fake = Fake::new();
+    fake.stub_with(Method::GET, "*/boom", |_| panic!("bug in fake reply"));
+    fake.stub(Method::GET, "*/ok", Reply::json(1));
+    let client = fake.client();
+    let mut finally_calls = Vec::new();
+    let message = resumed_panic(
+        Batch::keyed([
+            ("boom", Request::get("http://svc.test/boom")),
+            ("ok", Request::get("http://svc.test/ok")),
+        ])
+        .finally(|b, all| {
+            finally_calls.push((b.processed_requests(), all[0].is_err(), all[1].is_ok()))
+        })
+        .send(&client),
+    )
+    .await;
+    assert_eq!(message, "bug in fake reply");
+    assert_eq!(finally_calls, vec![(2, true, true)]);
+}
+
+#[tokio::test]
+async fn panicking_deserialize_still_runs_finally_then_the_panic_resumes() {
+    use batch_runtime::fake::{Fake, Reply};
+    use batch_runtime::Method;
+    let fake = Fake::new();
+    fake.stub(Method::GET, "*", Reply::json(1));
+    let client = fake.client();
+    let mut finally_calls = Vec::new();
+    let mut caught = 0;
+    let message = resumed_panic(
+        Batch::new([
+            Request::get("http://svc.test/a"),
+            Request::get("http://svc.test/b"),
+        ])
+        .json::<Explodes>()
+        .catch(|_, _, _| caught += 1)
+        .finally(|b, all| {
+            finally_calls.push((
+                b.processed_requests(),
+                all.iter().filter(|r| r.is_err()).count(),
+            ))
+        })
+        .send(&client),
+    )
+    .await;
+    assert_eq!(message, "bug in Deserialize");
+    // Both decodes panicked; both slots are settled as failures. Arms other
+    // than `finally` are skipped after a panic, as after an arm's.
+    assert_eq!(finally_calls, vec![(2, 2)]);
+    assert_eq!(caught, 0);
+    assert_eq!(fake.recorded().len(), 2);
+}
+
+#[tokio::test]
+async fn fail_fast_drops_every_request_in_flight_in_a_wide_batch() {
+    // More than four in flight: each request has its own waker and lane.
+    let upstream = Upstream::start().await;
+    let mut requests: Vec<_> = (0..9)
+        .map(|i| (format!("hang{i}"), Request::get("/hang")))
+        .collect();
+    requests.push(("broken".to_owned(), Request::get("/status/503")));
+    requests.push(("later".to_owned(), Request::get("/json/1")));
+    let results = tokio::time::timeout(
+        Duration::from_secs(10),
+        Batch::keyed(requests)
+            .concurrency(10)
+            .fail_fast()
+            .send(&client(&upstream)),
+    )
+    .await
+    .expect("cancelled requests are dropped, not awaited");
+    let cancelled = results
+        .iter()
+        .filter(|r| r.as_ref().is_err_and(|e| e.is_cancelled()))
+        .count();
+    assert_eq!(cancelled, 10, "nine hanging and the one never started");
+    assert!(results[9].as_ref().unwrap_err().is_status());
+    assert!(results[10].as_ref().unwrap_err().is_cancelled());
+    // `later` never started (some hanging ones may not have reached the
+    // server before the failure either).
+    assert!(upstream.hits() <= 10, "{}", upstream.hits());
 }
