@@ -447,8 +447,8 @@ async fn deadline_holds_while_an_async_arm_runs() {
     .await
     .expect("the batch ends");
     let took = started.elapsed();
-    assert!(results[0].is_ok(), "{:?}", results[0]);
-    let err = results[1]
+    assert!(results["quick"].is_ok(), "{:?}", results["quick"]);
+    let err = results["slow"]
         .as_ref()
         .expect_err("500 ms is past the 100 ms deadline");
     assert_eq!(err.kind(), &ErrorKind::Deadline, "{err}");
@@ -481,7 +481,7 @@ async fn deadline_drops_requests_in_flight_and_starts_none_while_an_arm_runs() {
     .await
     .expect("the batch ends");
     let kinds: Vec<_> = results
-        .iter()
+        .values()
         .map(|r| r.as_ref().map(|_| ()).map_err(|e| e.kind().clone()))
         .collect();
     assert_eq!(
@@ -533,9 +533,11 @@ async fn panicking_retry_predicate_still_runs_finally_then_the_panic_resumes() {
             ("fine", Request::get("/delay/50")),
         ])
         .finally(move |b, all| {
-            seen.lock()
-                .unwrap()
-                .push((b.processed_requests(), all[0].is_err(), all[1].is_ok()))
+            seen.lock().unwrap().push((
+                b.processed_requests(),
+                all["flaky"].is_err(),
+                all["fine"].is_ok(),
+            ))
         })
         .send(&client),
     )
@@ -564,7 +566,11 @@ async fn panicking_fake_reply_still_runs_finally_then_the_panic_resumes() {
             ("ok", Request::get("http://svc.test/ok")),
         ])
         .finally(|b, all| {
-            finally_calls.push((b.processed_requests(), all[0].is_err(), all[1].is_ok()))
+            finally_calls.push((
+                b.processed_requests(),
+                all["boom"].is_err(),
+                all["ok"].is_ok(),
+            ))
         })
         .send(&client),
     )
@@ -625,12 +631,12 @@ async fn fail_fast_drops_every_request_in_flight_in_a_wide_batch() {
     .await
     .expect("cancelled requests are dropped, not awaited");
     let cancelled = results
-        .iter()
+        .values()
         .filter(|r| r.as_ref().is_err_and(|e| e.is_cancelled()))
         .count();
     assert_eq!(cancelled, 10, "nine hanging and the one never started");
-    assert!(results[9].as_ref().unwrap_err().is_status());
-    assert!(results[10].as_ref().unwrap_err().is_cancelled());
+    assert!(results["broken"].as_ref().unwrap_err().is_status());
+    assert!(results["later"].as_ref().unwrap_err().is_cancelled());
     // `later` never started (some hanging ones may not have reached the
     // server before the failure either).
     assert!(upstream.hits() <= 10, "{}", upstream.hits());

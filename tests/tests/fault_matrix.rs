@@ -98,7 +98,7 @@ async fn classify(client: &Client, request: Request) -> Classified {
     .await
     .expect("the fault must be classified, not hang");
     Classified {
-        result: results.remove(0),
+        result: results.remove("fault").expect("the batch keeps its key"),
         progress,
         catch,
         finally,
@@ -312,24 +312,15 @@ async fn invalid_json_for_a_typed_slot_is_a_decode_failure() {
 }
 
 #[tokio::test]
-async fn a_redirect_loop_is_an_error_that_says_redirect() {
+async fn a_redirect_loop_ends_as_a_redirect_error_naming_the_loop() {
     let app = axum::Router::new().route(
         "/loop",
         axum::routing::get(|| async { axum::response::Redirect::temporary("/loop") }),
     );
     let addr = serve(app).await;
     let outcome = classify(&client(addr, Duration::from_secs(5)), Request::get("/loop")).await;
-    // The redirect policy is being changed elsewhere; the exact kind may
-    // change with it (today: Transport), but a loop is always an error.
-    let err = outcome.result.as_ref().expect_err("a loop never ends well");
-    assert!(
-        err.to_string().to_lowercase().contains("redirect"),
-        "says it was a redirect: {err}"
-    );
-    assert_eq!(
-        (outcome.progress, outcome.catch, outcome.finally),
-        (0, 1, 1)
-    );
+    let message = assert_failed_as(&outcome, &ErrorKind::Redirect);
+    assert!(message.contains("loop"), "names the loop: {message}");
 }
 
 #[tokio::test]
@@ -372,10 +363,42 @@ async fn an_http1_1_upstream_serves_a_whole_batch_on_kept_alive_connections() {
     .await
     .expect("no hang");
     let ns: Vec<u64> = results
-        .into_iter()
+        .into_values()
         .map(|r| r.expect("HTTP/1.1 works").n)
         .collect();
     assert_eq!(ns, (0..20).collect::<Vec<u64>>());
     assert_eq!((progress, catch, finally), (20, 0, 1));
     assert_eq!(upstream.hits(), 20);
+}
+
+#[tokio::test]
+async fn an_http2_upstream_serves_a_whole_batch() {
+    // axum answers HTTP/2 with prior knowledge (h2c); the handler reports
+    // the version it saw, so the test knows HTTP/2 was really spoken.
+    let app = axum::Router::new().route(
+        "/version/{n}",
+        axum::routing::get(|version: axum::http::Version| async move { format!("{version:?}") }),
+    );
+    let addr = serve(app).await;
+    let client = Client::builder()
+        .base_url(format!("http://{addr}"))
+        .with_reqwest(batch_runtime::reqwest::Client::builder().http2_prior_knowledge())
+        .build()
+        .expect("client builds");
+    let (mut progress, mut catch, mut finally) = (0, 0, 0);
+    let results = tokio::time::timeout(
+        NO_HANG,
+        Batch::new((0..20).map(|n| Request::get(format!("/version/{n}"))))
+            .progress(|_, _, _| progress += 1)
+            .catch(|_, _, _| catch += 1)
+            .finally(|_, _| finally += 1)
+            .send(&client),
+    )
+    .await
+    .expect("no hang");
+    for result in &results {
+        let response = result.as_ref().expect("HTTP/2 works");
+        assert_eq!(response.text(), "HTTP/2.0");
+    }
+    assert_eq!((progress, catch, finally), (20, 0, 1));
 }
