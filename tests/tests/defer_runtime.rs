@@ -501,19 +501,20 @@ async fn a_scope_opened_in_deferred_work_completes_when_concurrency_is_saturated
     let nested = runtime.clone();
     runtime
         .spawn_named("opens-a-scope", async move {
-            let inner = defer::scope(&nested, |deferred| async move {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                deferred.spawn(async move { tx.send("inner ran").expect("send") });
-                rx
+            let ran = Arc::new(AtomicUsize::new(0));
+            let inner = ran.clone();
+            defer::scope(&nested, |deferred| async move {
+                deferred.spawn(async move {
+                    inner.fetch_add(1, Ordering::SeqCst);
+                });
             })
             .await;
-            done_tx.send(inner.await.expect("inner")).expect("done");
+            // The scope waited for its work, although this work holds the
+            // only slot.
+            done_tx.send(ran.load(Ordering::SeqCst)).expect("done");
         })
         .expect("accepted");
-    assert_eq!(
-        within("the nested scope", done_rx).await.expect("done"),
-        "inner ran"
-    );
+    assert_eq!(within("the nested scope", done_rx).await.expect("done"), 1);
     within("wait_idle", runtime.wait_idle()).await;
     assert_eq!(runtime.stats().completed, 2);
 }
@@ -750,4 +751,127 @@ async fn dropping_the_runtime_without_shutdown_finishes_queued_work_in_the_backg
         ran.push(i);
     }
     assert_eq!(ran, [0, 1, 2, 3, 4], "queued work runs in order, none lost");
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_work_with_a_logged_counted_rejection() {
+    let runtime = DeferRuntime::builder()
+        .concurrency(1)
+        .queue_capacity(2)
+        .build()
+        .expect("runtime");
+    assert_eq!(runtime.queue_capacity(), 2);
+    assert_eq!(
+        DeferRuntime::new().queue_capacity(),
+        defer::DEFAULT_DEFER_QUEUE_CAPACITY
+    );
+    let release = hold_the_slot(&runtime).await;
+    let ran = Arc::new(AtomicUsize::new(0));
+    for name in ["first", "second"] {
+        let ran = ran.clone();
+        runtime
+            .spawn_named(name, async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+            })
+            .expect("room in the queue");
+    }
+    let refused = runtime
+        .spawn_named("third", async {})
+        .expect_err("the queue is full");
+    assert_eq!(refused.names, ["third"]);
+    assert_eq!(
+        refused.reason,
+        defer::RejectReason::QueueFull { capacity: 2 }
+    );
+    assert!(refused.to_string().contains("queue_capacity"), "{refused}");
+    assert_eq!(runtime.stats().rejected, 1);
+
+    // A request handle whose work does not fit: counted, not run.
+    defer::scope(&runtime, |deferred| async move {
+        deferred.spawn(async {}).name("from-a-request");
+    })
+    .await;
+    assert_eq!(runtime.stats().rejected, 2);
+
+    release.send(()).expect("release");
+    within("wait_idle", runtime.wait_idle()).await;
+    assert_eq!(ran.load(Ordering::SeqCst), 2);
+    let report = runtime.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.rejected, ["third", "from-a-request"], "{report}");
+    assert_eq!(report.rejected_total, 2, "{report}");
+}
+
+#[tokio::test]
+async fn rejected_names_are_capped_and_the_rest_counted() {
+    let runtime = DeferRuntime::new();
+    let _ = runtime.shutdown(Duration::from_secs(5)).await;
+    let total = defer::REJECTED_NAMES_KEPT + 500;
+    for i in 0..total {
+        runtime
+            .spawn_named(format!("late-{i}"), async {})
+            .expect_err("shut down");
+    }
+    let report = runtime.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.rejected.len(), defer::REJECTED_NAMES_KEPT);
+    assert_eq!(report.rejected_total, total as u64);
+    assert_eq!(report.rejected[0], "late-0");
+    assert_eq!(runtime.stats().rejected, total as u64);
+}
+
+async fn send_receipt(log: Arc<Mutex<Vec<&'static str>>>) {
+    tokio::task::yield_now().await;
+    log.lock().unwrap().push("receipt");
+}
+
+#[tokio::test]
+async fn spawn_all_takes_different_futures_in_one_call() {
+    let runtime = DeferRuntime::new();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (a, b, c) = (log.clone(), log.clone(), log.clone());
+    let (each, kept) = (log.clone(), log.clone());
+    defer::scope(&runtime, |deferred| async move {
+        // Three futures of three types: an async block, another one that
+        // awaits, and an async fn's future.
+        let registered = deferred
+            .spawn_all((
+                async move { a.lock().unwrap().push("audit") },
+                async move {
+                    tokio::task::yield_now().await;
+                    b.lock().unwrap().push("search-index");
+                },
+                send_receipt(c),
+            ))
+            .name("after-checkout");
+        drop(registered);
+        assert_eq!(deferred.len(), 3);
+        deferred.spawn_all([1, 2].map(|_| {
+            let each = each.clone();
+            async move { each.lock().unwrap().push("array") }
+        }));
+        deferred.spawn_iter(std::iter::once(async {}).filter(|_| true));
+        assert_eq!(deferred.forget("after-checkout"), 3);
+        deferred.spawn_all((async move { kept.lock().unwrap().push("kept") },));
+    })
+    .await;
+    let mut ran = log.lock().unwrap().clone();
+    ran.sort_unstable();
+    assert_eq!(ran, ["array", "array", "kept"]);
+
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (a, b, c) = (log.clone(), log.clone(), log.clone());
+    defer::scope(&runtime, |deferred| async move {
+        deferred.spawn_all((
+            async move { a.lock().unwrap().push("audit") },
+            async move {
+                tokio::task::yield_now().await;
+                b.lock().unwrap().push("search-index");
+            },
+            send_receipt(c),
+        ));
+    })
+    .await;
+    let mut ran = log.lock().unwrap().clone();
+    ran.sort_unstable();
+    assert_eq!(ran, ["audit", "receipt", "search-index"]);
+    assert_eq!(runtime.stats().completed, 7);
 }

@@ -179,7 +179,7 @@ impl DeferRuntimeBuilder {
         };
         for _ in 0..self.workers {
             // On an error, dropping `runtime` stops the threads started.
-            worker::start(&shared, &self.thread_name)?;
+            worker::start(&shared, &self.thread_name, self.workers > 1)?;
         }
         Ok(runtime)
     }
@@ -399,35 +399,36 @@ impl DeferRuntime {
         // Whether it drained in time is read from the state below.
         let _ = tokio::time::timeout(grace, drain).await;
 
-        let mut abandoned = Vec::new();
         let mut cancelled = Vec::new();
-        let mut state = shared.lock();
-        state.intake = Intake::Closed;
-        if !state.is_drained() {
-            state.abandon = true;
-            for (id, running) in state.take_running() {
-                if let Some(abort) = &running.abort {
-                    abort.abort();
+        let mut report = {
+            let mut state = shared.lock();
+            state.intake = Intake::Closed;
+            let mut abandoned = Vec::new();
+            if !state.is_drained() {
+                state.abandon = true;
+                for (id, running) in state.take_running() {
+                    if let Some(abort) = &running.abort {
+                        abort.abort();
+                    }
+                    abandoned.push(display_name(running.name.as_deref(), id));
                 }
-                abandoned.push(display_name(running.name.as_deref(), id));
+                cancelled.extend(state.exempt.drain(..));
+                cancelled.extend(state.queue.drain(..));
+                abandoned.extend(cancelled.iter().map(Job::display_name));
             }
-            cancelled.extend(state.exempt.drain(..));
-            cancelled.extend(state.queue.drain(..));
-            abandoned.extend(cancelled.iter().map(Job::display_name));
-        }
-        let open_handles = state.pending_handles;
-        let mut report = ShutdownReport {
-            completed: state.completed,
-            panicked: state.panicked,
-            abandoned,
-            rejected: state.rejected.clone(),
-            rejected_total: state.rejected_total,
-            open_handles,
-            drained: !state.abandon,
-            workers_stopped: true,
-            elapsed: Duration::ZERO,
+            ShutdownReport {
+                completed: state.completed,
+                panicked: state.panicked,
+                abandoned,
+                rejected: state.rejected.clone(),
+                rejected_total: state.rejected_total,
+                open_handles: state.pending_handles,
+                drained: !state.abandon,
+                workers_stopped: true,
+                elapsed: Duration::ZERO,
+            }
         };
-        drop(state);
+        let open_handles = report.open_handles;
         // Their `Drop` is user code: never under the lock.
         drop(cancelled);
         shared.wake.notify_waiters();

@@ -24,7 +24,8 @@ pub(crate) fn on_worker(id: u64) -> bool {
 }
 
 /// Starts one worker thread.
-pub(crate) fn start(shared: &Arc<Shared>, thread_name: &str) -> std::io::Result<()> {
+/// `spread`: other worker threads exist to take work this one leaves.
+pub(crate) fn start(shared: &Arc<Shared>, thread_name: &str, spread: bool) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -32,7 +33,7 @@ pub(crate) fn start(shared: &Arc<Shared>, thread_name: &str) -> std::io::Result<
     let worker = shared.clone();
     let spawned = std::thread::Builder::new()
         .name(thread_name.to_owned())
-        .spawn(move || work(runtime, &worker));
+        .spawn(move || work(runtime, &worker, spread));
     if let Err(e) = spawned {
         shared.lock().live_workers -= 1;
         return Err(e);
@@ -42,10 +43,10 @@ pub(crate) fn start(shared: &Arc<Shared>, thread_name: &str) -> std::io::Result<
 
 /// A worker thread: dispatches queued work onto its local task set until
 /// intake is closed and nothing is left, or shutdown abandons the rest.
-fn work(runtime: tokio::runtime::Runtime, shared: &Arc<Shared>) {
+fn work(runtime: tokio::runtime::Runtime, shared: &Arc<Shared>, spread: bool) {
     WORKER_OF.with(|w| w.set(shared.id));
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, dispatch(shared.clone()));
+    local.block_on(&runtime, dispatch(shared.clone(), spread));
     // Drops the tasks still in the set (abandoned work): after this, none
     // of this thread's work is running or alive.
     drop(local);
@@ -57,27 +58,27 @@ fn work(runtime: tokio::runtime::Runtime, shared: &Arc<Shared>) {
     runtime.shutdown_background();
 }
 
-async fn dispatch(shared: Arc<Shared>) {
+async fn dispatch(shared: Arc<Shared>, spread: bool) {
     loop {
         let notified = shared.wake.notified();
         let mut notified = std::pin::pin!(notified);
         notified.as_mut().enable();
-        let (job, more) = {
+        let next = {
             let mut state = shared.lock();
             if state.abandon {
                 return;
             }
             match state.start_next(shared.limit) {
-                Some(job) => (job, state.can_start(shared.limit)),
+                Some(job) => Some((job, state.can_start(shared.limit))),
                 None if state.intake == Intake::Closed && state.is_drained() => return,
-                None => {
-                    drop(state);
-                    notified.await;
-                    continue;
-                }
+                None => None,
             }
         };
-        if more {
+        let Some((job, more)) = next else {
+            notified.await;
+            continue;
+        };
+        if more && spread {
             // Another worker thread may take the next one.
             shared.wake.notify_one();
         }
@@ -93,9 +94,11 @@ async fn dispatch(shared: Arc<Shared>) {
             // Abandoned between being taken and being spawned.
             None => abort.abort(),
         }
-        // Let the new work run before taking another: a work that blocks
-        // this thread then leaves the queue to the other worker threads.
-        tokio::task::yield_now().await;
+        if spread {
+            // Let the new work run before taking another: a work that
+            // blocks this thread then leaves the queue to the other threads.
+            tokio::task::yield_now().await;
+        }
     }
 }
 
