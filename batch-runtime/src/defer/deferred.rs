@@ -157,6 +157,7 @@ impl Deferred {
     /// # let runtime = DeferRuntime::new();
     /// let done = Arc::new(AtomicUsize::new(0));
     /// let (a, b, c) = (done.clone(), done.clone(), done.clone());
+    /// let counter = done.clone();
     /// defer::scope(&runtime, |deferred| async move {
     ///     // Three different async blocks: no boxing.
     ///     deferred.spawn_all((
@@ -165,7 +166,6 @@ impl Deferred {
     ///         async move { c.fetch_add(100, Ordering::SeqCst); tokio::task::yield_now().await },
     ///     ));
     ///     // Many of one type.
-    ///     let counter = done.clone();
     ///     deferred.spawn_all((0..3).map(move |_| {
     ///         let counter = counter.clone();
     ///         async move { counter.fetch_add(1000, Ordering::SeqCst); }
