@@ -107,7 +107,10 @@ async fn deferred_work_starts_only_after_the_last_body_byte() {
     let mut buf = [0u8; 1024];
     // Everything but the last chunk arrives; the body is still open.
     while !received.contains("chunk 3;") {
-        let n = stream.read(&mut buf).await.expect("read");
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+            .await
+            .expect("the first four chunks arrive")
+            .expect("read");
         assert!(n > 0, "closed early: {received:?}");
         received.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
@@ -126,10 +129,13 @@ async fn deferred_work_starts_only_after_the_last_body_byte() {
     assert!(upstream.recorded().is_empty());
 
     gate_tx.send(()).expect("open the gate");
-    stream
-        .read_to_string(&mut received)
-        .await
-        .expect("read the rest");
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        stream.read_to_string(&mut received),
+    )
+    .await
+    .expect("the last chunk arrives")
+    .expect("read the rest");
     assert!(received.starts_with("HTTP/1.1 200"), "{received}");
     assert!(received.contains("chunk 4;"), "{received}");
 
@@ -187,7 +193,10 @@ async fn a_200_whose_body_breaks_half_way_runs_only_always_work() {
     let mut received = String::new();
     let mut buf = [0u8; 1024];
     while !received.contains("first half;") {
-        let n = stream.read(&mut buf).await.expect("read");
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+            .await
+            .expect("the first half arrives")
+            .expect("read");
         assert!(n > 0, "closed early: {received:?}");
         received.push_str(&String::from_utf8_lossy(&buf[..n]));
     }

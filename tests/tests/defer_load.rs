@@ -83,6 +83,14 @@ async fn long_poll(State(shop): State<Shop>, deferred: Deferred) -> Body {
     Body::from_stream(chunk)
 }
 
+/// Runs a load scenario under a generous timeout, naming what hung.
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(300), future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what} did not finish within 300 s: it hangs"),
+    }
+}
+
 struct Run {
     upstream: Upstream,
     report: ShutdownReport,
@@ -196,7 +204,7 @@ fn assert_nothing_lost(upstream: &Upstream, failing: usize) {
 async fn graceful_shutdown_under_load_loses_no_deferred_request() {
     let Run {
         upstream, report, ..
-    } = run(None, false).await;
+    } = within("the load run", run(None, false)).await;
     assert!(report.drained, "{report}");
     assert!(report.abandoned.is_empty(), "{report}");
     assert!(report.rejected.is_empty(), "{report}");
@@ -213,7 +221,7 @@ async fn graceful_shutdown_with_a_failing_upstream_path_loses_nothing() {
         report,
         caught,
         ..
-    } = run(Some(10), false).await;
+    } = within("the load run", run(Some(10), false)).await;
     assert!(report.drained, "{report}");
     assert!(report.abandoned.is_empty(), "{report}");
     // A batch with a failed request still ends normally: `catch` ran.
@@ -230,7 +238,7 @@ async fn graceful_shutdown_with_a_long_poll_open_returns_and_counts_its_work() {
         report,
         runtime,
         ..
-    } = run(None, true).await;
+    } = within("the load run", run(None, true)).await;
     assert!(report.drained, "{report}");
     assert!(report.abandoned.is_empty(), "{report}");
     assert_eq!(report.completed, REQUESTS as u64, "{report}");
