@@ -11,6 +11,9 @@
 //! 10,000 batches at once and prints the RSS growth while they are pending
 //! (and the peak while they drain).
 //!
+//! `BATCH_DEFER_WORK=empty` defers an empty work instead of the batch: the
+//! hand-off alone, without the deferred requests' CPU.
+//!
 //! `BATCH_DEFER_DESIGN=app-runtime` measures the design the runtime did not
 //! take: the "with" handler spawns the batch on the application's own tokio
 //! runtime (the shop's), bounded by a semaphore and counted for draining as
@@ -187,10 +190,16 @@ struct Shop {
     upstream: Client,
     /// Set for the app-runtime design.
     app: Option<Tracker>,
+    /// `BATCH_DEFER_WORK=empty`: defer an empty work instead of the batch,
+    /// to tell the hand-off's cost from the deferred requests' cost.
+    empty_work: bool,
 }
 
 async fn with_defer(State(shop): State<Shop>, deferred: Deferred) -> &'static str {
     match &shop.app {
+        None if shop.empty_work => {
+            deferred.spawn(async {});
+        }
         None => defer_fanout(&shop.upstream, &deferred, 0),
         Some(tracker) => {
             // The same three requests, joined: a `Batch` future cannot be
@@ -273,7 +282,11 @@ fn start_shop(runtime: &DeferRuntime, upstream: &str, app: Option<Tracker>) -> S
         .route("/with", post(with_defer))
         .route("/without", post(without_defer))
         .layer(DeferLayer::new(runtime))
-        .with_state(Shop { upstream, app });
+        .with_state(Shop {
+            upstream,
+            app,
+            empty_work: std::env::var("BATCH_DEFER_WORK").as_deref() == Ok("empty"),
+        });
     serve_on_thread("shop", app)
 }
 

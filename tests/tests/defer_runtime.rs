@@ -562,7 +562,7 @@ fn wait_idle_never_returns_before_a_released_handles_work_is_queued() {
         .expect("tokio");
     tokio.block_on(async {
         let runtime = DeferRuntime::new();
-        for round in 0..3_000 {
+        for round in 0..2_000 {
             let done = Arc::new(AtomicUsize::new(0));
             let (registered_tx, registered_rx) = tokio::sync::oneshot::channel::<()>();
             let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();

@@ -266,10 +266,13 @@ impl DeferRuntime {
         let shared = self.shared();
         let mut state = shared.lock();
         let admitted = state.admit(jobs, source, shared.capacity);
+        let wake = !state.polling;
         drop(state);
         match admitted {
             Ok(()) => {
-                shared.wake.notify_one();
+                if wake {
+                    shared.wake.notify_one();
+                }
                 Ok(())
             }
             Err((jobs, reason)) => Err(reject(jobs, reason)),
@@ -476,9 +479,11 @@ impl DeferRuntime {
             state.admit(jobs, Source::Handle, shared.capacity)
         };
         let idle = state.is_idle();
+        let wake = !state.polling;
         drop(state);
         match admitted {
-            Ok(()) => shared.wake.notify_one(),
+            Ok(()) if wake => shared.wake.notify_one(),
+            Ok(()) => {}
             Err((jobs, reason)) => {
                 // Logged and counted: the handle has no caller to return it to.
                 let _ = reject(jobs, reason);

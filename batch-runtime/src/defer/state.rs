@@ -54,6 +54,9 @@ pub(crate) struct State {
     pub(crate) pending_handles: usize,
     /// Worker threads that have not stopped yet.
     pub(crate) live_workers: usize,
+    /// A worker looks at the queue every millisecond (work arrived
+    /// recently): submitters need not wake it.
+    pub(crate) polling: bool,
     pub(crate) completed: u64,
     pub(crate) panicked: u64,
     pub(crate) forgotten: u64,
@@ -73,6 +76,7 @@ impl State {
             abandon: false,
             pending_handles: 0,
             live_workers: 0,
+            polling: false,
             completed: 0,
             panicked: 0,
             forgotten: 0,

@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use tracing::Instrument;
@@ -58,7 +59,17 @@ fn work(runtime: tokio::runtime::Runtime, shared: &Arc<Shared>, spread: bool) {
     runtime.shutdown_background();
 }
 
+/// While work keeps arriving, a worker looks at the queue this often
+/// instead of being woken for each work: a wake-up is a syscall and a
+/// context switch on the thread that finished the response, which showed
+/// in the responses' latency on small machines. Deferred work may start
+/// this much later; nothing waits on that.
+const POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// How long after the last work started a worker keeps polling.
+const POLL_FOR: Duration = Duration::from_millis(50);
+
 async fn dispatch(shared: Arc<Shared>, spread: bool) {
+    let mut last_start: Option<Instant> = None;
     loop {
         let notified = shared.wake.notified();
         let mut notified = std::pin::pin!(notified);
@@ -69,15 +80,31 @@ async fn dispatch(shared: Arc<Shared>, spread: bool) {
                 return;
             }
             match state.start_next(shared.limit) {
-                Some(job) => Some((job, state.can_start(shared.limit))),
+                Some(job) => Ok((job, state.can_start(shared.limit))),
                 None if state.intake == Intake::Closed && state.is_drained() => return,
-                None => None,
+                None => {
+                    // Decided under the lock submitters read it under, so
+                    // a work is never left unwoken.
+                    state.polling = last_start.is_some_and(|at| at.elapsed() < POLL_FOR);
+                    Err(state.polling)
+                }
             }
         };
-        let Some((job, more)) = next else {
-            notified.await;
-            continue;
+        let (job, more) = match next {
+            Ok(next) => next,
+            Err(true) => {
+                tokio::select! {
+                    () = &mut notified => {}
+                    () = tokio::time::sleep(POLL_INTERVAL) => {}
+                }
+                continue;
+            }
+            Err(false) => {
+                notified.await;
+                continue;
+            }
         };
+        last_start = Some(Instant::now());
         if more && spread {
             // Another worker thread may take the next one.
             shared.wake.notify_one();
