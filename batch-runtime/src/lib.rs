@@ -95,6 +95,7 @@ mod response;
 mod retry;
 mod slots;
 mod state;
+mod sync;
 
 #[doc(hidden)]
 pub mod __private;

@@ -45,9 +45,11 @@ async fn raw_request(addr: SocketAddr, method: &str, path: &str) -> TcpStream {
 struct Shared {
     upstream: String,
     events: Arc<Mutex<Vec<String>>>,
+    gate: Arc<Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
 }
 
-async fn slow_body(State(shared): State<Shared>, deferred: Deferred) -> Body {
+/// A body of five chunks whose last one is held until the test says so.
+async fn gated_body(State(shared): State<Shared>, deferred: Deferred) -> Body {
     let events = shared.events.clone();
     let url = format!("{}/record/after-body", shared.upstream);
     deferred
@@ -59,19 +61,25 @@ async fn slow_body(State(shared): State<Shared>, deferred: Deferred) -> Body {
                 .expect("record");
         })
         .name("after-body");
+    let gate = shared.gate.lock().unwrap().take().expect("one request");
     let events = shared.events.clone();
-    let chunks = futures::stream::unfold(0, move |i| {
+    let chunks = futures::stream::unfold((0, Some(gate)), move |(i, gate)| {
         let events = events.clone();
         async move {
             if i == 5 {
                 return None;
             }
-            // The body streams slowly: the deferred work must wait for all of it.
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            let gate = if i == 4 {
+                // The last chunk waits for the test's signal.
+                let _ = gate?.await;
+                None
+            } else {
+                gate
+            };
             events.lock().unwrap().push(format!("chunk {i}"));
             Some((
                 Ok::<_, Infallible>(Bytes::from(format!("chunk {i};"))),
-                i + 1,
+                (i + 1, gate),
             ))
         }
     });
@@ -82,12 +90,14 @@ async fn slow_body(State(shared): State<Shared>, deferred: Deferred) -> Body {
 async fn deferred_work_starts_only_after_the_last_body_byte() {
     let upstream = Upstream::start().await;
     let runtime = DeferRuntime::new();
+    let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
     let shared = Shared {
         upstream: upstream.base_url(),
         events: Arc::default(),
+        gate: Arc::new(Mutex::new(Some(gate_rx))),
     };
     let app = Router::new()
-        .route("/slow", get(slow_body))
+        .route("/slow", get(gated_body))
         .layer(DeferLayer::new(&runtime))
         .with_state(shared.clone());
     let addr = serve(app).await;
@@ -95,24 +105,37 @@ async fn deferred_work_starts_only_after_the_last_body_byte() {
     let mut stream = raw_request(addr, "GET", "/slow").await;
     let mut received = String::new();
     let mut buf = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut buf).await.expect("read");
-        if n == 0 {
-            break;
-        }
+    // Everything but the last chunk arrives; the body is still open.
+    while !received.contains("chunk 3;") {
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+            .await
+            .expect("the first four chunks arrive")
+            .expect("read");
+        assert!(n > 0, "closed early: {received:?}");
         received.push_str(&String::from_utf8_lossy(&buf[..n]));
-        if !received.contains("chunk 4;") {
-            assert!(
-                !shared
-                    .events
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .any(|e| e == "work started"),
-                "deferred work started before the body was complete; client has: {received:?}"
-            );
-        }
     }
+    // Give the runtime every chance to start early: it must not. The
+    // handle still counts as pending and nothing ran.
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    let stats = runtime.stats();
+    assert_eq!(stats.pending_handles, 1, "{stats:?}");
+    assert_eq!(
+        (stats.queued, stats.running, stats.completed),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    assert!(upstream.recorded().is_empty());
+
+    gate_tx.send(()).expect("open the gate");
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        stream.read_to_string(&mut received),
+    )
+    .await
+    .expect("the last chunk arrives")
+    .expect("read the rest");
     assert!(received.starts_with("HTTP/1.1 200"), "{received}");
     assert!(received.contains("chunk 4;"), "{received}");
 
@@ -131,6 +154,64 @@ async fn deferred_work_starts_only_after_the_last_body_byte() {
     );
     assert_eq!(upstream.recorded(), ["after-body"]);
     assert_eq!(runtime.stats().completed, 1);
+}
+
+type Gate = Arc<Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>;
+
+async fn breaks_half_way(
+    State((upstream, gate)): State<(String, Gate)>,
+    deferred: Deferred,
+) -> Body {
+    record(&deferred, &upstream, "plain");
+    record(&deferred, &upstream, "always").always();
+    let gate = gate.lock().unwrap().take().expect("one request");
+    // The first half goes out; once the test has read it, the body fails.
+    let chunks = futures::stream::unfold(Some(gate), |gate| async move {
+        let _ = gate?.await;
+        Some((
+            Err::<Bytes, _>(std::io::Error::other("the database cursor died")),
+            None,
+        ))
+    });
+    let first = futures::stream::once(async { Ok(Bytes::from_static(b"first half;")) });
+    Body::from_stream(futures::StreamExt::chain(first, chunks))
+}
+
+#[tokio::test]
+async fn a_200_whose_body_breaks_half_way_runs_only_always_work() {
+    let upstream = Upstream::start().await;
+    let runtime = DeferRuntime::new();
+    let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
+    let gate: Gate = Arc::new(Mutex::new(Some(gate_rx)));
+    let app = Router::new()
+        .route("/breaks", get(breaks_half_way))
+        .layer(DeferLayer::new(&runtime))
+        .with_state((upstream.base_url(), gate));
+    let addr = serve(app).await;
+
+    let mut stream = raw_request(addr, "GET", "/breaks").await;
+    let mut received = String::new();
+    let mut buf = [0u8; 1024];
+    while !received.contains("first half;") {
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+            .await
+            .expect("the first half arrives")
+            .expect("read");
+        assert!(n > 0, "closed early: {received:?}");
+        received.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+    gate_tx.send(()).expect("break the body");
+    // The server aborts the connection mid-body.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the broken response");
+
+    runtime.wait_idle().await;
+    assert_eq!(upstream.recorded(), ["always"]);
+    let stats = runtime.stats();
+    assert_eq!((stats.completed, stats.skipped), (1, 1), "{stats:?}");
 }
 
 async fn fails(State(upstream): State<String>, deferred: Deferred) -> impl IntoResponse {

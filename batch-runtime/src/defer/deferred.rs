@@ -3,14 +3,17 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::runtime::{DeferRuntime, Group, Job, LocalFuture, MakeFuture};
+use super::job::{Group, Job, LocalFuture, MakeFuture};
+use super::runtime::DeferRuntime;
+use super::works::{BoxWork, IntoWorks};
 use super::DeferSafe;
 use crate::arms::Arms;
 use crate::batch::Batch;
 use crate::client::Client;
 use crate::slots::Slots;
+use crate::sync::lock;
 
 /// A handle for deferring work until the response has been sent (or, in a
 /// [`scope`], until the scope's body has finished).
@@ -24,7 +27,9 @@ use crate::slots::Slots;
 ///   cancelled or panicked), runs only the work marked
 ///   [`always`](Registered::always);
 /// - work named with [`Registered::name`] can be removed with
-///   [`Deferred::forget`] until it starts;
+///   [`Deferred::forget`] until it starts; a handle forgets only the work
+///   registered on it (and its clones), never another request's. Two works
+///   may share a name on one handle: both run, and `forget` removes both;
 /// - once the response is out, work registered on the handle (from
 ///   deferred work that kept a clone, for example) goes straight to the
 ///   runtime.
@@ -54,6 +59,9 @@ pub struct Deferred {
 struct Inner {
     runtime: DeferRuntime,
     group: Option<Arc<Group>>,
+    /// A scope opened inside deferred work of the same runtime: its work
+    /// starts outside the concurrency limit (see [`Job::exempt`]).
+    exempt: bool,
     state: Mutex<State>,
 }
 
@@ -64,8 +72,19 @@ enum State {
         /// Whether the runtime counts this handle as holding work.
         opened: bool,
     },
-    /// The response is out; `run_all` is false when it failed.
-    Released { run_all: bool },
+    /// The response is out; `run_all` is false when it failed. `handed`:
+    /// the ids and names of the named works this handle queued, the only
+    /// ones its `forget` may remove.
+    Released {
+        run_all: bool,
+        handed: Vec<(u64, String)>,
+    },
+}
+
+/// The ids and names of the named jobs among `jobs`.
+fn named(jobs: &[Job]) -> impl Iterator<Item = (u64, String)> + '_ {
+    jobs.iter()
+        .filter_map(|job| Some((job.id, job.name.clone()?)))
 }
 
 /// A job and whether it runs even when the response failed.
@@ -79,6 +98,7 @@ impl Deferred {
         Deferred {
             inner: Arc::new(Inner {
                 runtime: runtime.clone(),
+                exempt: group.is_some() && runtime.on_worker(),
                 group,
                 state: Mutex::new(State::Collecting {
                     work: Vec::new(),
@@ -124,28 +144,49 @@ impl Deferred {
         Registered::new(self, vec![job])
     }
 
-    /// Runs every work of `works` after the response, concurrently (each
-    /// is its own work on the runtime). `name` and `always` on the result
-    /// apply to all of them.
+    /// Runs several works after the response, concurrently (each is its
+    /// own work on the runtime), in one call: a tuple of up to 12 futures of
+    /// different types, an array or `Vec`, or `.map(..)` over an iterator
+    /// (see [`IntoWorks`]). `name` and `always` on the result apply to all
+    /// of them.
     ///
     /// ```
     /// # use batch_runtime::defer::{self, DeferRuntime};
     /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// # let runtime = DeferRuntime::new();
-    /// let warmed = Arc::new(AtomicUsize::new(0));
-    /// let counter = warmed.clone();
+    /// let done = Arc::new(AtomicUsize::new(0));
+    /// let (a, b, c) = (done.clone(), done.clone(), done.clone());
+    /// let counter = done.clone();
     /// defer::scope(&runtime, |deferred| async move {
-    ///     deferred.spawn_all((0..3).map(|shard| {
+    ///     // Three different async blocks: no boxing.
+    ///     deferred.spawn_all((
+    ///         async move { a.fetch_add(1, Ordering::SeqCst); },
+    ///         async move { b.fetch_add(10, Ordering::SeqCst); },
+    ///         async move { c.fetch_add(100, Ordering::SeqCst); tokio::task::yield_now().await },
+    ///     ));
+    ///     // Many of one type.
+    ///     deferred.spawn_all((0..3).map(move |_| {
     ///         let counter = counter.clone();
-    ///         async move { counter.fetch_add(shard, Ordering::SeqCst); }
+    ///         async move { counter.fetch_add(1000, Ordering::SeqCst); }
     ///     }));
     /// })
     /// .await;
-    /// assert_eq!(warmed.load(Ordering::SeqCst), 3);
+    /// assert_eq!(done.load(Ordering::SeqCst), 3111);
     /// # });
     /// ```
-    pub fn spawn_all<I>(&self, works: I) -> Registered<'_>
+    pub fn spawn_all(&self, works: impl IntoWorks) -> Registered<'_> {
+        let mut jobs = Vec::new();
+        works.into_works(&mut |work: BoxWork| {
+            jobs.push(self.job(Job::from_make(Box::new(move || -> LocalFuture { work }))));
+        });
+        Registered::new(self, jobs)
+    }
+
+    /// Runs every work of any iterator after the response, concurrently,
+    /// like [`spawn_all`](Deferred::spawn_all) (which takes tuples, arrays,
+    /// `Vec`s and `.map(..)` directly).
+    pub fn spawn_iter<I>(&self, works: I) -> Registered<'_>
     where
         I: IntoIterator,
         I::Item: Future<Output = ()> + DeferSafe,
@@ -159,11 +200,7 @@ impl Deferred {
 
     /// Registers a work given as a recipe for a (possibly `!Send`) future.
     pub(crate) fn register(&self, make: MakeFuture) -> Registered<'_> {
-        let job = self.job(Job {
-            name: None,
-            make,
-            ticket: None,
-        });
+        let job = self.job(Job::from_make(make));
         Registered::new(self, vec![job])
     }
 
@@ -171,23 +208,43 @@ impl Deferred {
         if let Some(group) = &self.inner.group {
             job.ticket = Some(group.ticket());
         }
+        job.exempt = self.inner.exempt;
         Pending { job, always: false }
     }
 
-    /// Removes the work named `name` that has not started: on this handle
-    /// before the response is out, on the runtime's queue after. Returns
-    /// how many works were removed.
+    /// Removes the works named `name` that this handle registered and that
+    /// have not started: held on the handle before the response is out,
+    /// queued on the runtime after. Work other requests registered under
+    /// the same name is never touched (that is
+    /// [`DeferRuntime::forget`]). Returns how many works were removed.
     pub fn forget(&self, name: &str) -> usize {
         let mut state = self.lock();
         match &mut *state {
             State::Collecting { work, .. } => {
-                let before = work.len();
-                work.retain(|p| p.job.name.as_deref() != Some(name));
-                before - work.len()
-            }
-            State::Released { .. } => {
+                let (removed, kept): (Vec<Pending>, Vec<Pending>) = std::mem::take(work)
+                    .into_iter()
+                    .partition(|p| p.job.name.as_deref() == Some(name));
+                *work = kept;
                 drop(state);
-                self.inner.runtime.forget(name)
+                let count = removed.len();
+                // Their `Drop` is user code: never under a lock.
+                drop(removed);
+                if count > 0 {
+                    self.inner.runtime.count_forgotten(count);
+                }
+                count
+            }
+            State::Released { handed, .. } => {
+                let mut ids = Vec::new();
+                handed.retain(|(id, handed_name)| {
+                    let matches = handed_name == name;
+                    if matches {
+                        ids.push(*id);
+                    }
+                    !matches
+                });
+                drop(state);
+                self.inner.runtime.forget_ids(&ids)
             }
         }
     }
@@ -224,19 +281,19 @@ impl Deferred {
                 }
                 work.extend(jobs);
             }
-            State::Released { run_all } => {
+            State::Released { run_all, handed } => {
                 let run_all = *run_all;
-                drop(state);
                 let (run, skip): (Vec<Pending>, Vec<Pending>) =
                     jobs.into_iter().partition(|p| run_all || p.always);
+                let run: Vec<Job> = run.into_iter().map(|p| p.job).collect();
+                handed.extend(named(&run));
+                drop(state);
                 if !skip.is_empty() {
                     self.inner.runtime.count_skipped(skip.len());
                 }
+                drop(skip);
                 // A rejection is logged and counted by the runtime.
-                let _ = self
-                    .inner
-                    .runtime
-                    .submit(run.into_iter().map(|p| p.job).collect());
+                let _ = self.inner.runtime.submit(run);
             }
         }
     }
@@ -251,7 +308,7 @@ impl Deferred {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     fn release(&self, run_all: bool) {
@@ -261,18 +318,19 @@ impl Inner {
         };
         let work = std::mem::take(work);
         let opened = *opened;
-        *state = State::Released { run_all };
+        let (run, skip): (Vec<Pending>, Vec<Pending>) =
+            work.into_iter().partition(|p| run_all || p.always);
+        let jobs: Vec<Job> = run.into_iter().map(|p| p.job).collect();
+        *state = State::Released {
+            run_all,
+            handed: named(&jobs).collect(),
+        };
         drop(state);
+        let skipped = skip.len();
+        drop(skip);
         if !opened {
             return;
         }
-        let total = work.len();
-        let jobs: Vec<Job> = work
-            .into_iter()
-            .filter(|p| run_all || p.always)
-            .map(|p| p.job)
-            .collect();
-        let skipped = total - jobs.len();
         if skipped > 0 {
             tracing::debug!(
                 skipped,

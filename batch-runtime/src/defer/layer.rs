@@ -23,6 +23,10 @@ use super::runtime::DeferRuntime;
 /// went away, `HEAD`, `204`).
 ///
 /// - Status ≥ 400: only work marked [`always`](super::Registered::always) runs.
+/// - A body that fails half-way (its stream returns an error): the client
+///   got a truncated response, so only `always` work runs.
+/// - A body dropped unfinished because the client disconnected: the work
+///   runs as the status says (the handler did its part; the client left).
 /// - The handler future is dropped before producing a response: only
 ///   `always` work runs.
 ///
@@ -188,9 +192,17 @@ impl<B: Body> Body for DeferBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
-        if matches!(frame, None | Some(Err(_))) {
-            // The end, or a broken body: nothing more will be written.
-            this.release.take();
+        match &frame {
+            // The end: the response is out as the status says.
+            None => drop(this.release.take()),
+            // A body that broke off: the client got a truncated response,
+            // so it counts as failed and only `always` work runs.
+            Some(Err(_)) => {
+                if let Some(mut release) = this.release.take() {
+                    release.succeeded = false;
+                }
+            }
+            Some(Ok(_)) => {}
         }
         Poll::Ready(frame)
     }

@@ -4,7 +4,8 @@
 //!
 //! - a deferred batch: [`Batch::defer`](crate::Batch::defer), sent after
 //!   the response with all its arms;
-//! - deferred closures: [`Deferred::spawn`] and [`Deferred::spawn_all`].
+//! - deferred closures: [`Deferred::spawn`], and [`Deferred::spawn_all`]
+//!   for several at once (a tuple of different futures, or many of one).
 //!
 //! In an axum app, [`DeferLayer`] gives every request a [`Deferred`]
 //! handle (an extractor); its work starts once the response body has been
@@ -46,17 +47,24 @@
 //! ```
 
 mod deferred;
+mod job;
 #[cfg(feature = "axum")]
 mod layer;
+mod report;
 mod runtime;
+mod state;
+mod worker;
+mod works;
 
 pub use deferred::{scope, Deferred, Registered};
 #[cfg(feature = "axum")]
 pub use layer::{DeferBody, DeferFuture, DeferLayer, DeferService, MissingDeferLayer};
+pub use report::{DeferStats, RejectReason, Rejected, ShutdownReport, REJECTED_NAMES_KEPT};
 pub use runtime::{
-    DeferRuntime, DeferRuntimeBuilder, DeferStats, Rejected, ShutdownReport,
-    DEFAULT_DEFER_CONCURRENCY, DEFAULT_DEFER_WORKERS,
+    DeferRuntime, DeferRuntimeBuilder, DEFAULT_DEFER_CONCURRENCY, DEFAULT_DEFER_QUEUE_CAPACITY,
+    DEFAULT_DEFER_WORKERS,
 };
+pub use works::IntoWorks;
 
 /// What deferred work must be: `Send + 'static`, because it runs after the
 /// handler has returned, on the [`DeferRuntime`]'s worker thread. Implemented
