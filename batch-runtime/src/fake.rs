@@ -40,7 +40,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -53,6 +53,7 @@ use crate::error::{too_large, Error, ErrorKind};
 use crate::redact;
 use crate::request::Prepared;
 use crate::response::Response;
+use crate::sync::lock;
 
 /// The fake: rules matched in the order they were added, and the requests
 /// it received. Clones share state, so keep one in the test and give
@@ -612,12 +613,6 @@ impl Rule {
             None => format!("* {}", self.pattern.text),
         }
     }
-}
-
-/// A poisoned lock only means a test panicked while holding it; the data
-/// (rules, recorded requests) is still what the next assertion should see.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn listing(sent: &[RecordedRequest]) -> String {

@@ -13,7 +13,7 @@ use axum::http::{self, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use batch_runtime::defer::{DeferLayer, DeferRuntime, Deferred, Registered};
+use batch_runtime::defer::{DeferLayer, DeferRuntime, Deferred, NoResults};
 use batch_runtime::{Client, Request};
 use batch_tests::{serve, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 /// Defers a POST of `/record/{name}` to the upstream.
-fn record<'d>(deferred: &'d Deferred, upstream: &str, name: &str) -> Registered<'d> {
+fn record<'d>(deferred: &'d Deferred, upstream: &str, name: &str) -> NoResults<'d> {
     let url = format!("{upstream}/record/{name}");
     deferred.spawn(async move {
         Client::new()

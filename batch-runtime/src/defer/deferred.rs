@@ -1,5 +1,5 @@
 //! [`Deferred`]: the per-request (or per-scope) handle work is deferred on,
-//! [`Registered`], [`scope`] and [`Batch::defer`].
+//! [`NoResults`], [`scope`] and [`Batch::defer`].
 
 use std::fmt;
 use std::future::Future;
@@ -25,8 +25,8 @@ use crate::sync::lock;
 ///
 /// - a response with status ≥ 400, or no response at all (the handler was
 ///   cancelled or panicked), runs only the work marked
-///   [`always`](Registered::always);
-/// - work named with [`Registered::name`] can be removed with
+///   [`always`](NoResults::always);
+/// - work named with [`NoResults::name`] can be removed with
 ///   [`Deferred::forget`] until it starts; a handle forgets only the work
 ///   registered on it (and its clones), never another request's. Two works
 ///   may share a name on one handle: both run, and `forget` removes both;
@@ -117,8 +117,8 @@ impl Deferred {
         &self.inner.runtime
     }
 
-    /// Runs `work` after the response. Chain [`name`](Registered::name) or
-    /// [`always`](Registered::always) on the result to configure it.
+    /// Runs `work` after the response. Chain [`name`](NoResults::name) or
+    /// [`always`](NoResults::always) on the result to configure it.
     ///
     /// `work` must be `Send + 'static`: move owned, thread-safe values in.
     ///
@@ -136,12 +136,12 @@ impl Deferred {
     /// .await;
     /// # });
     /// ```
-    pub fn spawn<F>(&self, work: F) -> Registered<'_>
+    pub fn spawn<F>(&self, work: F) -> NoResults<'_>
     where
         F: Future<Output = ()> + DeferSafe,
     {
         let job = self.job(Job::new(work));
-        Registered::new(self, vec![job])
+        NoResults::new(self, vec![job])
     }
 
     /// Runs several works after the response, concurrently (each is its
@@ -175,18 +175,18 @@ impl Deferred {
     /// assert_eq!(done.load(Ordering::SeqCst), 3111);
     /// # });
     /// ```
-    pub fn spawn_all(&self, works: impl IntoWorks) -> Registered<'_> {
+    pub fn spawn_all(&self, works: impl IntoWorks) -> NoResults<'_> {
         let mut jobs = Vec::new();
         works.into_works(&mut |work: BoxWork| {
             jobs.push(self.job(Job::from_make(Box::new(move || -> LocalFuture { work }))));
         });
-        Registered::new(self, jobs)
+        NoResults::new(self, jobs)
     }
 
     /// Runs every work of any iterator after the response, concurrently,
     /// like [`spawn_all`](Deferred::spawn_all) (which takes tuples, arrays,
     /// `Vec`s and `.map(..)` directly).
-    pub fn spawn_iter<I>(&self, works: I) -> Registered<'_>
+    pub fn spawn_iter<I>(&self, works: I) -> NoResults<'_>
     where
         I: IntoIterator,
         I::Item: Future<Output = ()> + DeferSafe,
@@ -195,13 +195,13 @@ impl Deferred {
             .into_iter()
             .map(|work| self.job(Job::new(work)))
             .collect();
-        Registered::new(self, jobs)
+        NoResults::new(self, jobs)
     }
 
     /// Registers a work given as a recipe for a (possibly `!Send`) future.
-    pub(crate) fn register(&self, make: MakeFuture) -> Registered<'_> {
+    pub(crate) fn register(&self, make: MakeFuture) -> NoResults<'_> {
         let job = self.job(Job::from_make(make));
-        Registered::new(self, vec![job])
+        NoResults::new(self, vec![job])
     }
 
     fn job(&self, mut job: Job) -> Pending {
@@ -357,19 +357,22 @@ impl fmt::Debug for Deferred {
     }
 }
 
-/// Work just registered on a [`Deferred`]; configure it with
-/// [`name`](Registered::name) and [`always`](Registered::always). It is
-/// handed to the handle when this value is dropped (at the end of the
-/// statement, usually). It gives no access to the work's results: nothing
-/// in the response can depend on deferred work.
-pub struct Registered<'a> {
+/// What [`Deferred::spawn`] and [`Batch::defer`] return: a handle to name
+/// the work ([`name`](NoResults::name)) or mark it
+/// [`always`](NoResults::always), and no results — they do not exist until
+/// after the response, and nothing in the response can depend on them. To
+/// use a batch's results, `.send(&client).await` it instead of deferring it.
+///
+/// The work is handed to the [`Deferred`] handle when this value is dropped
+/// (at the end of the statement, usually).
+pub struct NoResults<'a> {
     deferred: &'a Deferred,
     jobs: Vec<Pending>,
 }
 
-impl<'a> Registered<'a> {
+impl<'a> NoResults<'a> {
     fn new(deferred: &'a Deferred, jobs: Vec<Pending>) -> Self {
-        Registered { deferred, jobs }
+        NoResults { deferred, jobs }
     }
 
     /// Names the work: shown in logs and in the shutdown report, and the
@@ -392,15 +395,15 @@ impl<'a> Registered<'a> {
     }
 }
 
-impl Drop for Registered<'_> {
+impl Drop for NoResults<'_> {
     fn drop(&mut self) {
         self.deferred.push(std::mem::take(&mut self.jobs));
     }
 }
 
-impl fmt::Debug for Registered<'_> {
+impl fmt::Debug for NoResults<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registered")
+        f.debug_struct("NoResults")
             .field("works", &self.jobs.len())
             .field(
                 "names",
@@ -419,7 +422,7 @@ impl fmt::Debug for Registered<'_> {
 /// handle) to finish. For CLIs and jobs: the "response" is the body's end.
 ///
 /// If `body` panics or the scope is dropped before the body finishes, only
-/// the work marked [`always`](Registered::always) runs (and is not waited
+/// the work marked [`always`](NoResults::always) runs (and is not waited
 /// for). A deferred work that panics is logged and counted by the runtime;
 /// the scope still returns.
 ///
@@ -514,7 +517,7 @@ where
     /// fake.assert_sent_count(2);
     /// # });
     /// ```
-    pub fn defer<'d>(self, client: &Client, deferred: &'d Deferred) -> Registered<'d> {
+    pub fn defer<'d>(self, client: &Client, deferred: &'d Deferred) -> NoResults<'d> {
         let client = client.clone();
         let make: MakeFuture = Box::new(move || -> LocalFuture {
             Box::pin(async move {

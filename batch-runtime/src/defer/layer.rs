@@ -22,7 +22,7 @@ use super::runtime::DeferRuntime;
 /// once the response body has been fully written, or dropped (the client
 /// went away, `HEAD`, `204`).
 ///
-/// - Status ≥ 400: only work marked [`always`](super::Registered::always) runs.
+/// - Status ≥ 400: only work marked [`always`](super::NoResults::always) runs.
 /// - A body that fails half-way (its stream returns an error): the client
 ///   got a truncated response, so only `always` work runs.
 /// - A body dropped unfinished because the client disconnected: the work

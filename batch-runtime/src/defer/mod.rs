@@ -10,7 +10,7 @@
 //! In an axum app, [`DeferLayer`] gives every request a [`Deferred`]
 //! handle (an extractor); its work starts once the response body has been
 //! written (or dropped because the client left), is skipped when the
-//! status is ≥ 400 unless marked [`always`](Registered::always), and runs
+//! status is ≥ 400 unless marked [`always`](NoResults::always), and runs
 //! on a [`DeferRuntime`]: bounded, panic-isolated, with a graceful
 //! [`shutdown`](DeferRuntime::shutdown) that reports what it abandoned.
 //! Outside HTTP, [`scope`] runs the deferred work when its body ends.
@@ -56,7 +56,7 @@ mod state;
 mod worker;
 mod works;
 
-pub use deferred::{scope, Deferred, Registered};
+pub use deferred::{scope, Deferred, NoResults};
 #[cfg(feature = "axum")]
 pub use layer::{DeferBody, DeferFuture, DeferLayer, DeferService, MissingDeferLayer};
 pub use report::{DeferStats, RejectReason, Rejected, ShutdownReport, REJECTED_NAMES_KEPT};
@@ -68,8 +68,10 @@ pub use works::IntoWorks;
 
 /// What deferred work must be: `Send + 'static`, because it runs after the
 /// handler has returned, on the [`DeferRuntime`]'s worker thread. Implemented
-/// for every such type; it exists so that the compiler's error names the
-/// rule when a deferred closure or batch captures a borrow or an `Rc`.
+/// for every such type. When deferred work captures an `Rc` or a borrow, the
+/// compiler's notes name this bound ("required by this bound"); the main
+/// message is rustc's own, naming the value that is not `Send` or the borrow
+/// that does not live for `'static` — the thing to fix.
 #[diagnostic::on_unimplemented(
     message = "deferred work must be `Send + 'static`, but `{Self}` is not",
     label = "this is deferred: it runs after the response, on another thread",

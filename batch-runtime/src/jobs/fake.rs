@@ -5,7 +5,7 @@ use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::attempt::{in_process, run_attempts, Run};
 use super::dispatch::{Connection, JobId, Jobs};
@@ -45,7 +45,7 @@ pub(crate) struct FakeLog<C> {
 
 impl<C: Send + Sync + 'static> FakeLog<C> {
     fn lock(&self) -> MutexGuard<'_, Vec<Pushed<C>>> {
-        self.pushed.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.pushed)
     }
 
     pub(crate) fn record<J: Job<Context = C>>(
@@ -333,12 +333,7 @@ impl<C: Send + Sync + 'static> Default for JobsFake<C> {
 
 impl<C> fmt::Debug for JobsFake<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = self
-            .log
-            .pushed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
+        let count = crate::sync::lock(&self.log.pushed).len();
         f.debug_struct("JobsFake").field("pushed", &count).finish()
     }
 }

@@ -1,7 +1,7 @@
 //! Counters per job name ([`Jobs::stats`](super::Jobs::stats)).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The counters of one job name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,7 +50,7 @@ pub(crate) struct Counters {
 
 impl Counters {
     fn lock(&self) -> MutexGuard<'_, Stats> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.inner)
     }
 
     pub(crate) fn update(&self, name: &'static str, change: impl FnOnce(&mut JobStats)) {
