@@ -77,7 +77,7 @@ impl Batch {
 
 impl<K> Batch<KeyedSlots<K>>
 where
-    K: Clone + std::fmt::Display + Send + Sync + 'static,
+    K: Clone + std::fmt::Display + Send + Sync,
 {
     /// A batch with your own keys (strings, ids …), shown in errors and
     /// passed to `progress` and `catch`. [`send`](Batch::send) returns a

@@ -87,7 +87,7 @@ impl<T> Slot<T> {
 /// use [`IndexSlots`] and [`KeyedSlots`]. The methods are the engine's.
 pub trait Slots {
     /// What identifies a request in arms and errors.
-    type Key: Clone + fmt::Display + Send + Sync + 'static;
+    type Key: Clone + fmt::Display + Send + Sync;
     /// Every success value (given to `then`).
     type AllOk;
     /// Every result (given to `finally` and returned by `send`).
@@ -211,7 +211,7 @@ impl<D: Decoder> Slots for IndexSlots<D> {
 
 impl<K, D> Slots for KeyedSlots<K, D>
 where
-    K: Clone + fmt::Display + Send + Sync + 'static,
+    K: Clone + fmt::Display + Send + Sync,
     D: Decoder,
 {
     type Key = K;
