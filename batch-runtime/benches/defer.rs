@@ -30,6 +30,9 @@ use axum::Router;
 use batch_runtime::defer::{self, DeferLayer, DeferRuntime, Deferred};
 use batch_runtime::{Batch, Client, Request};
 
+mod support;
+use support::{percentiles, round, serve_on_thread, start_upstream};
+
 const ROUNDS: usize = 6;
 const PER_ROUND: usize = 400;
 const CLIENTS: usize = 16;
@@ -38,7 +41,7 @@ const UPSTREAM_LATENCY: Duration = Duration::from_millis(200);
 
 fn main() {
     let app_runtime = std::env::var("BATCH_DEFER_DESIGN").as_deref() == Ok("app-runtime");
-    let upstream = start_upstream();
+    let upstream = start_upstream(UPSTREAM_LATENCY);
     let runtime = DeferRuntime::new();
     let tracker = Tracker::default();
     let shop = start_shop(&runtime, &upstream, app_runtime.then(|| tracker.clone()));
@@ -57,8 +60,8 @@ fn main() {
     rt.block_on(async {
         let client = Client::new();
         // Warm up connections on both paths.
-        round(&client, &format!("{shop}/with"), 64).await;
-        round(&client, &format!("{shop}/without"), 64).await;
+        round(&client, &format!("{shop}/with"), 64, CLIENTS).await;
+        round(&client, &format!("{shop}/without"), 64, CLIENTS).await;
         runtime.wait_idle().await;
         tracker.wait_idle().await;
 
@@ -71,7 +74,7 @@ fn main() {
                 ["without", "with"]
             };
             for path in order {
-                let times = round(&client, &format!("{shop}/{path}"), PER_ROUND).await;
+                let times = round(&client, &format!("{shop}/{path}"), PER_ROUND, CLIENTS).await;
                 runtime.wait_idle().await;
                 tracker.wait_idle().await;
                 if path == "with" {
@@ -142,38 +145,6 @@ fn main() {
         let report = runtime.shutdown(Duration::from_secs(30)).await;
         println!("shop runtime: {report}");
     });
-}
-
-/// `CLIENTS` loops sending `total` requests between them; each response
-/// time in milliseconds.
-async fn round(client: &Client, url: &str, total: usize) -> Vec<f64> {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let loops = (0..CLIENTS).map(|_| {
-        let (client, url, next) = (client.clone(), url.to_owned(), next.clone());
-        async move {
-            let mut times = Vec::new();
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
-                let started = Instant::now();
-                client
-                    .send(Request::post(&url))
-                    .await
-                    .expect("shop answers");
-                times.push(started.elapsed().as_secs_f64() * 1000.0);
-            }
-            times
-        }
-    });
-    futures::future::join_all(loops)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
-}
-
-fn percentiles(times: &mut [f64]) -> (f64, f64) {
-    times.sort_by(f64::total_cmp);
-    let at = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.50), at(0.99))
 }
 
 fn defer_fanout(upstream: &Client, deferred: &Deferred, id: usize) {
@@ -288,38 +259,6 @@ fn start_shop(runtime: &DeferRuntime, upstream: &str, app: Option<Tracker>) -> S
             empty_work: std::env::var("BATCH_DEFER_WORK").as_deref() == Ok("empty"),
         });
     serve_on_thread("shop", app)
-}
-
-fn start_upstream() -> String {
-    let app = Router::new().fallback(|| async {
-        tokio::time::sleep(UPSTREAM_LATENCY).await;
-        "ok"
-    });
-    serve_on_thread("upstream", app)
-}
-
-/// Serves `app` on 127.0.0.1:0 from a one-worker runtime on its own thread.
-fn serve_on_thread(name: &str, app: Router) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("server runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                tx.send(listener.local_addr().expect("addr"))
-                    .expect("send addr");
-                axum::serve(listener, app).await.expect("serve");
-            });
-        })
-        .expect("server thread");
-    format!("http://{}", rx.recv().expect("server address"))
 }
 
 /// A line of /proc/self/status in KiB (0 where unavailable).

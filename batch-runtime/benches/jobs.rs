@@ -34,6 +34,9 @@ use batch_runtime::jobs::{Connection, Job, JobError, Jobs};
 use batch_runtime::{Client, Request};
 use serde::{Deserialize, Serialize};
 
+mod support;
+use support::{percentiles, round, serve_on_thread, start_upstream};
+
 const ROUNDS: usize = 8;
 const PER_ROUND: usize = 400;
 const CLIENTS: usize = 16;
@@ -94,7 +97,7 @@ fn main() {
         |registry| registry.register::<RecordDelivery>().register::<Render>(),
     );
 
-    let upstream = start_upstream();
+    let upstream = start_upstream(UPSTREAM_LATENCY);
     let runtime = DeferRuntime::new();
     let jobs = Jobs::builder(Arc::new(shop_for(&upstream)))
         .background(BackgroundConfig::default())
@@ -107,8 +110,8 @@ fn main() {
         .expect("client runtime");
     rt.block_on(async {
         let client = Client::new();
-        round(&client, &format!("{shop}/with"), 64).await;
-        round(&client, &format!("{shop}/without"), 64).await;
+        round(&client, &format!("{shop}/with"), 64, CLIENTS).await;
+        round(&client, &format!("{shop}/without"), 64, CLIENTS).await;
         runtime.wait_idle().await;
 
         let (mut with, mut without, mut noop, mut closure) =
@@ -117,7 +120,7 @@ fn main() {
             let mut order = ["with", "without", "noop", "closure"];
             order.rotate_left(r % 4);
             for path in order {
-                let times = round(&client, &format!("{shop}/{path}"), PER_ROUND).await;
+                let times = round(&client, &format!("{shop}/{path}"), PER_ROUND, CLIENTS).await;
                 runtime.wait_idle().await;
                 match path {
                     "with" => with.extend(times),
@@ -189,38 +192,6 @@ fn main() {
     });
 }
 
-/// `CLIENTS` loops sending `total` requests between them; each response
-/// time in milliseconds.
-async fn round(client: &Client, url: &str, total: usize) -> Vec<f64> {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let loops = (0..CLIENTS).map(|_| {
-        let (client, url, next) = (client.clone(), url.to_owned(), next.clone());
-        async move {
-            let mut times = Vec::new();
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
-                let started = Instant::now();
-                client
-                    .send(Request::post(&url))
-                    .await
-                    .expect("shop answers");
-                times.push(started.elapsed().as_secs_f64() * 1000.0);
-            }
-            times
-        }
-    });
-    futures::future::join_all(loops)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
-}
-
-fn percentiles(times: &mut [f64]) -> (f64, f64) {
-    times.sort_by(f64::total_cmp);
-    let at = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.50), at(0.99))
-}
-
 async fn with_job(State(jobs): State<Jobs<Shop>>, deferred: Deferred) -> &'static str {
     jobs.dispatch(RecordDelivery { order: 17 }).after(&deferred);
     "ok"
@@ -249,36 +220,4 @@ fn start_shop(runtime: &DeferRuntime, jobs: &Jobs<Shop>) -> String {
         .layer(DeferLayer::new(runtime))
         .with_state(jobs.clone());
     serve_on_thread("shop", app)
-}
-
-fn start_upstream() -> String {
-    let app = Router::new().fallback(|| async {
-        tokio::time::sleep(UPSTREAM_LATENCY).await;
-        "ok"
-    });
-    serve_on_thread("upstream", app)
-}
-
-/// Serves `app` on 127.0.0.1:0 from a one-worker runtime on its own thread.
-fn serve_on_thread(name: &str, app: Router) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("server runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                tx.send(listener.local_addr().expect("addr"))
-                    .expect("send addr");
-                axum::serve(listener, app).await.expect("serve");
-            });
-        })
-        .expect("server thread");
-    format!("http://{}", rx.recv().expect("server address"))
 }
