@@ -243,7 +243,9 @@ impl Client {
             };
             url.set_query(Some(&query));
         }
-        let headers = if self.inner.headers.is_empty() {
+        let headers = if self.inner.headers.is_empty() && request.headers.is_empty() {
+            HeaderMap::new()
+        } else if self.inner.headers.is_empty() {
             request.headers.clone()
         } else if request.headers.is_empty() {
             self.inner.headers.clone()
