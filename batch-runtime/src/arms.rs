@@ -61,6 +61,9 @@ pub trait CatchArm<K> {
 
 /// `then |b, ok|` and `finally |b, all|`: once at the end, with every result.
 pub trait ResultsArm<R> {
+    /// Whether the arm was given: the engine builds a `then` arm's
+    /// argument only for an arm that is there.
+    const PRESENT: bool = true;
     /// Runs the arm.
     fn call(&mut self, batch: &BatchState, results: &R) -> impl Future<Output = ()> + Send;
 }
@@ -155,6 +158,7 @@ where
 }
 
 impl<R> ResultsArm<R> for NoArm {
+    const PRESENT: bool = false;
     fn call(&mut self, _: &BatchState, _: &R) -> impl Future<Output = ()> + Send {
         ready(())
     }
@@ -205,6 +209,9 @@ pub trait Arms<S: Slots> {
         key: S::Key,
         error: &Error,
     ) -> impl Future<Output = ()> + Send;
+    /// Whether a `then` arm is set: without one, the engine does not
+    /// build the success values it would be given.
+    const THEN: bool = true;
     /// `then`.
     fn then(&mut self, batch: &BatchState, ok: &S::AllOk) -> impl Future<Output = ()> + Send;
     /// `finally`.
@@ -220,6 +227,8 @@ where
     C: CatchArm<S::Key>,
     F: ResultsArm<S::All>,
 {
+    const THEN: bool = T::PRESENT;
+
     fn before(&mut self, batch: &BatchState) -> impl Future<Output = ()> + Send {
         self.before.call(batch)
     }

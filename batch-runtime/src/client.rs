@@ -243,7 +243,9 @@ impl Client {
             };
             url.set_query(Some(&query));
         }
-        let headers = if self.inner.headers.is_empty() {
+        let headers = if self.inner.headers.is_empty() && request.headers.is_empty() {
+            HeaderMap::new()
+        } else if self.inner.headers.is_empty() {
             request.headers.clone()
         } else if request.headers.is_empty() {
             self.inner.headers.clone()
@@ -393,7 +395,7 @@ impl Client {
             return Err(too_large(limit));
         }
         let status = response.status();
-        let headers = std::mem::take(response.headers_mut());
+        let mut headers = std::mem::take(response.headers_mut());
         let url = response.url().clone();
         // Most bodies arrive in one chunk: keep it without copying.
         let mut first: Option<Bytes> = None;
@@ -415,17 +417,41 @@ impl Client {
         }
         let body = if rest.is_empty() {
             // A single chunk is usually a slice of the connection's read
-            // buffer: keeping it would pin that whole buffer for as long
-            // as the result lives (a batch keeps every result), so the
-            // connection would allocate a fresh one for each response.
-            first
-                .map(|chunk| Bytes::copy_from_slice(&chunk))
-                .unwrap_or_default()
+            // buffer, like the header values: copied, with them, into one
+            // buffer of the response's own (see `detach`).
+            detach(&mut headers, first.as_deref().unwrap_or_default())
         } else {
+            detach(&mut headers, &[]);
             rest.freeze()
         };
         Ok(Response::new(status, headers, url, body))
     }
+}
+
+/// Copies the header values and `body` into one buffer of their own, and
+/// returns the body's copy. hyper parses both as slices of the
+/// connection's read buffer: kept (a batch keeps every response), each
+/// response would pin a whole read buffer, and the connection would
+/// allocate a new one for the next response (about 4 KiB a response).
+fn detach(headers: &mut HeaderMap, body: &[u8]) -> Bytes {
+    let values: usize = headers.values().map(HeaderValue::len).sum();
+    let mut copy = BytesMut::with_capacity(values + body.len());
+    for value in headers.values() {
+        copy.extend_from_slice(value.as_bytes());
+    }
+    copy.extend_from_slice(body);
+    let copy = copy.freeze();
+    let mut at = 0;
+    for value in headers.values_mut() {
+        let end = at + value.len();
+        // SAFETY: these are the bytes of `value`, a valid header value,
+        // copied unchanged; checking them again would cost a pass per byte.
+        let mut detached = unsafe { HeaderValue::from_maybe_shared_unchecked(copy.slice(at..end)) };
+        detached.set_sensitive(value.is_sensitive());
+        *value = detached;
+        at = end;
+    }
+    copy.slice(at..)
 }
 
 impl Default for Client {
@@ -709,6 +735,31 @@ mod tests {
         let why = redirect_allowed(Some(&base), &[from], &next).unwrap_err();
         assert!(!why.contains("hunter2") && !why.contains("t0k"), "{why}");
         assert!(why.contains("http://***@other.test/x?token=***"), "{why}");
+    }
+
+    #[test]
+    fn kept_responses_do_not_pin_the_connections_read_buffer() {
+        // As hyper hands them over: values and body sliced from one buffer.
+        let read_buffer = Bytes::from(b"application/jsonsecret{\"id\":1}".to_vec());
+        let mut headers = HeaderMap::new();
+        let content_type = HeaderValue::from_maybe_shared(read_buffer.slice(0..16)).unwrap();
+        let mut cookie = HeaderValue::from_maybe_shared(read_buffer.slice(16..22)).unwrap();
+        cookie.set_sensitive(true);
+        headers.insert(reqwest::header::CONTENT_TYPE, content_type);
+        headers.insert(reqwest::header::SET_COOKIE, cookie);
+        let chunk = read_buffer.slice(22..);
+
+        let body = detach(&mut headers, &chunk);
+        drop(chunk);
+
+        assert_eq!(&body[..], b"{\"id\":1}");
+        assert_eq!(headers[reqwest::header::CONTENT_TYPE], "application/json");
+        assert_eq!(headers[reqwest::header::SET_COOKIE], "secret");
+        assert!(headers[reqwest::header::SET_COOKIE].is_sensitive());
+        assert!(
+            read_buffer.is_unique(),
+            "the headers or the body still hold a slice of the read buffer"
+        );
     }
 
     #[test]

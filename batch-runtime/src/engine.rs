@@ -214,21 +214,27 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
         ..
     } = ledger;
     state.finish();
-    let all = match slots.finish() {
-        Ok(ok) => {
-            if panic.is_none() {
-                let (arms, state, ok) = (&mut *arms, &state, &ok);
-                drive(
-                    move || arms.then(state, ok),
-                    &mut in_flight,
-                    &mut VecDeque::new(),
-                    &mut panic,
-                )
-                .await;
+    // Without a `then` arm (or after a panic, when it does not run) the
+    // success values are not built: the results come out in one pass.
+    let all = if !A::THEN || panic.is_some() {
+        slots.finish_all()
+    } else {
+        match slots.finish() {
+            Ok(ok) => {
+                if panic.is_none() {
+                    let (arms, state, ok) = (&mut *arms, &state, &ok);
+                    drive(
+                        move || arms.then(state, ok),
+                        &mut in_flight,
+                        &mut VecDeque::new(),
+                        &mut panic,
+                    )
+                    .await;
+                }
+                S::widen(ok)
             }
-            S::widen(ok)
+            Err(all) => all,
         }
-        Err(all) => all,
     };
     // `finally` runs even after a panic in another arm.
     let mut finally_panic = None;
@@ -278,30 +284,43 @@ where
         report_panic(&mut ledger.panic, "the request's own code", payload);
     }
     let key = ledger.slots.key(index);
-    let decoded = result.and_then(|response| {
-        let slots = &mut ledger.slots;
-        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| slots.decode(index, &response)))
-            .unwrap_or_else(|payload| {
-                let err = Error::new(
-                    ErrorKind::Decode,
-                    format!(
-                        "decoding the body panicked: {} (the panic resumes from `send` after `finally`)",
-                        panic_message(&payload)
-                    ),
-                );
-                report_panic(&mut ledger.panic, "decoding a response", payload);
-                Err(err)
-            });
-        match decoded {
-            Ok(()) => Ok(response),
-            Err(err) => Err(err.with_request(&requests[index].method, &redact::url(response.url()))),
+    // A slot that keeps the response itself takes it here (no clone, and
+    // nothing to decode, so nothing that can panic); others decode it.
+    let decoded = match result.map(|response| ledger.slots.keep(index, response)) {
+        Err(err) => Err(err),
+        Ok(Ok(kept)) => Ok(Seen::Kept(kept)),
+        Ok(Err(response)) => {
+            let slots = &mut ledger.slots;
+            let decoded =
+                std::panic::catch_unwind(AssertUnwindSafe(|| slots.decode(index, &response)))
+                    .unwrap_or_else(|payload| {
+                        let err = Error::new(
+                            ErrorKind::Decode,
+                            format!(
+                                "decoding the body panicked: {} (the panic resumes from `send` after `finally`)",
+                                panic_message(&payload)
+                            ),
+                        );
+                        report_panic(&mut ledger.panic, "decoding a response", payload);
+                        Err(err)
+                    });
+            match decoded {
+                Ok(()) => Ok(Seen::Owned(response)),
+                Err(err) => {
+                    Err(err.with_request(&requests[index].method, &redact::url(response.url())))
+                }
+            }
         }
-    });
+    };
     match decoded {
-        Ok(response) => {
+        Ok(seen) => {
             ledger.state.record_success();
             if ledger.panic.is_none() {
-                let (arms, state, response) = (&mut *arms, &ledger.state, &response);
+                let response = match &seen {
+                    Seen::Kept(response) => response,
+                    Seen::Owned(response) => response,
+                };
+                let (arms, state) = (&mut *arms, &ledger.state);
                 let arm = move || arms.progress(state, key, response);
                 drive(arm, in_flight, &mut ledger.ready, &mut ledger.panic).await;
             }
@@ -319,6 +338,12 @@ where
             true
         }
     }
+}
+
+/// A success as the arms see it: kept in its slot, or decoded from it.
+enum Seen<'a> {
+    Kept(&'a Response),
+    Owned(Response),
 }
 
 /// Runs an arm to completion while the requests in flight keep going

@@ -21,6 +21,16 @@ pub trait Decoder {
     ///
     /// An [`ErrorKind::Decode`](crate::ErrorKind::Decode) error.
     fn decode(response: &Response) -> Result<Self::Output, Error>;
+
+    /// Stores the response itself in `slot`, when it is the value (as for
+    /// [`Raw`]), and lends it back for the arms: the engine then moves it
+    /// in instead of cloning it. Other decoders hand it back, to
+    /// [`decode`](Decoder::decode).
+    #[doc(hidden)]
+    fn keep(slot: &mut Slot<Self::Output>, response: Response) -> Result<&Response, Response> {
+        let _ = slot;
+        Err(response)
+    }
 }
 
 /// Keeps the buffered [`Response`] itself.
@@ -31,6 +41,10 @@ impl Decoder for Raw {
     type Output = Response;
     fn decode(response: &Response) -> Result<Response, Error> {
         Ok(response.clone())
+    }
+
+    fn keep(slot: &mut Slot<Response>, response: Response) -> Result<&Response, Response> {
+        Ok(slot.store(response))
     }
 }
 
@@ -66,6 +80,14 @@ impl<T> Slot<T> {
     pub fn decode(&mut self, decoded: Result<T, Error>) -> Result<(), Error> {
         self.value = Some(Ok(decoded?));
         Ok(())
+    }
+
+    /// Stores a value and lends it back.
+    fn store(&mut self, value: T) -> &T {
+        match self.value.insert(Ok(value)) {
+            Ok(value) => value,
+            Err(_) => unreachable!("a slot just given a value holds it"),
+        }
     }
 
     /// Records a failure.
@@ -107,6 +129,15 @@ pub trait Slots {
     ///
     /// The slot's decode error.
     fn decode(&mut self, index: usize, response: &Response) -> Result<(), Error>;
+    /// Stores a success's response itself in slot `index` when that slot's
+    /// value is the response, and lends it back for the arms (no clone);
+    /// otherwise hands it back to be [`decode`](Slots::decode)d. The
+    /// default hands it back.
+    #[doc(hidden)]
+    fn keep(&mut self, index: usize, response: Response) -> Result<&Response, Response> {
+        let _ = index;
+        Err(response)
+    }
     /// Records a failure in slot `index`.
     fn fail(&mut self, index: usize, error: Error);
     /// Every success value if nothing failed, otherwise every result.
@@ -117,6 +148,18 @@ pub trait Slots {
     fn finish(self) -> Result<Self::AllOk, Self::All>;
     /// Every success value, seen as results.
     fn widen(ok: Self::AllOk) -> Self::All;
+    /// Every result, when no `then` arm needs the success values first.
+    /// The default goes through [`finish`](Slots::finish).
+    #[doc(hidden)]
+    fn finish_all(self) -> Self::All
+    where
+        Self: Sized,
+    {
+        match self.finish() {
+            Ok(ok) => Self::widen(ok),
+            Err(all) => all,
+        }
+    }
     /// Every success value, or the first error in definition order.
     ///
     /// # Errors
@@ -192,12 +235,20 @@ impl<D: Decoder> Slots for IndexSlots<D> {
         self.slots[index].decode(D::decode(response))
     }
 
+    fn keep(&mut self, index: usize, response: Response) -> Result<&Response, Response> {
+        D::keep(&mut self.slots[index], response)
+    }
+
     fn fail(&mut self, index: usize, error: Error) {
         self.slots[index].fail(error);
     }
 
     fn finish(self) -> Result<Self::AllOk, Self::All> {
         finish(self.slots)
+    }
+
+    fn finish_all(self) -> Self::All {
+        self.slots.into_iter().map(Slot::into_result).collect()
     }
 
     fn widen(ok: Self::AllOk) -> Self::All {
@@ -230,6 +281,10 @@ where
         self.slots[index].decode(D::decode(response))
     }
 
+    fn keep(&mut self, index: usize, response: Response) -> Result<&Response, Response> {
+        D::keep(&mut self.slots[index], response)
+    }
+
     fn fail(&mut self, index: usize, error: Error) {
         self.slots[index].fail(error);
     }
@@ -240,6 +295,11 @@ where
             Ok(values) => Ok(keys.into_iter().zip(values).collect()),
             Err(all) => Err(keys.into_iter().zip(all).collect()),
         }
+    }
+
+    fn finish_all(self) -> Self::All {
+        let results = self.slots.into_iter().map(Slot::into_result);
+        self.keys.into_iter().zip(results).collect()
     }
 
     fn widen(ok: Self::AllOk) -> Self::All {
