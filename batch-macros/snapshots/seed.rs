@@ -122,6 +122,24 @@ fn expansion() {
                             _ => ::core::unreachable!(),
                         }
                     }
+                    fn keep(
+                        &mut self,
+                        index: usize,
+                        response: ::batch_runtime::__private::Response,
+                    ) -> ::core::result::Result<
+                        &::batch_runtime::__private::Response,
+                        ::batch_runtime::__private::Response,
+                    > {
+                        match index {
+                            2 => {
+                                ::batch_runtime::__private::keep_raw(
+                                    &mut self.warehouse,
+                                    response,
+                                )
+                            }
+                            _ => ::core::result::Result::Err(response),
+                        }
+                    }
                     fn fail(
                         &mut self,
                         index: usize,

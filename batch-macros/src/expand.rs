@@ -188,6 +188,31 @@ fn slots(batch: &Batch) -> TokenStream {
     let indices: Vec<Literal> = (0..count).map(Literal::usize_unsuffixed).collect();
     let outputs = batch.requests.iter().map(|r| output(rt, r));
     let decoders = batch.requests.iter().map(|r| decoder(&p, r));
+    // Untyped entries keep the response itself: the engine moves it in.
+    let (raw_indices, raw_keys): (Vec<Literal>, Vec<&Ident>) = batch
+        .requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.output.is_none())
+        .map(|(i, r)| (Literal::usize_unsuffixed(i), &r.key))
+        .unzip();
+    let keep = if raw_keys.is_empty() {
+        // Every entry is decoded: the default hands the response back.
+        TokenStream::new()
+    } else {
+        quote! {
+            fn keep(
+                &mut self,
+                index: usize,
+                response: #p::Response,
+            ) -> ::core::result::Result<&#p::Response, #p::Response> {
+                match index {
+                    #(#raw_indices => #p::keep_raw(&mut self.#raw_keys, response),)*
+                    _ => ::core::result::Result::Err(response),
+                }
+            }
+        }
+    };
     let locals: Vec<Ident> = keys
         .iter()
         .map(|&key| {
@@ -241,6 +266,8 @@ fn slots(batch: &Batch) -> TokenStream {
                     _ => ::core::unreachable!(),
                 }
             }
+
+            #keep
 
             fn fail(&mut self, index: usize, error: #p::Error) {
                 match index {

@@ -113,3 +113,13 @@ pub fn plain_arm<'env>(arm: impl FnOnce()) -> ArmFuture<'env> {
     arm();
     None
 }
+
+/// Keeps an untyped entry's response itself, lent back for the arms: the
+/// engine moves it in instead of cloning it.
+///
+/// # Errors
+///
+/// Never; the signature matches [`Slots::keep`].
+pub fn keep_raw(slot: &mut Slot<Response>, response: Response) -> Result<&Response, Response> {
+    <crate::slots::Raw as crate::slots::Decoder>::keep(slot, response)
+}
