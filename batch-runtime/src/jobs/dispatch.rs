@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use super::attempt::{in_process, run_attempts, Run};
 use super::background::{Background, BackgroundConfig, ChildStats, ShutdownReport};
+#[cfg(feature = "durable-sqlite")]
+use super::durable::{DurableRegistry, DurableStore, DurableWorker, StoreError};
 use super::fake::{FakeLog, JobsFake};
 use super::job::{Job, JobError};
 use super::stats::{Counters, Stats};
@@ -29,15 +31,21 @@ pub enum Connection {
     /// In a child process of this binary: a crash there fails only that
     /// job. Needs [`child_entry`](super::background::child_entry) in `main`.
     Background,
+    /// Stored (a SQLite file, through apalis) before the dispatch
+    /// returns, then run by a durable worker in this process or another:
+    /// survives the process being killed. Needs the `durable-sqlite`
+    /// feature and [`JobsBuilder::durable`].
+    Durable,
 }
 
 impl Connection {
-    /// The connection's name: `sync`, `deferred` or `background`.
+    /// The connection's name: `sync`, `deferred`, `background` or `durable`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Connection::Sync => "sync",
             Connection::Deferred => "deferred",
             Connection::Background => "background",
+            Connection::Durable => "durable",
         }
     }
 }
@@ -51,12 +59,14 @@ impl fmt::Display for Connection {
 impl FromStr for Connection {
     type Err = DispatchError;
 
-    /// Parses `sync`, `deferred` or `background` (from configuration).
+    /// Parses `sync`, `deferred`, `background` or `durable` (from
+    /// configuration).
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         match name {
             "sync" => Ok(Connection::Sync),
             "deferred" => Ok(Connection::Deferred),
             "background" => Ok(Connection::Background),
+            "durable" => Ok(Connection::Durable),
             other => Err(DispatchError::UnknownConnection {
                 name: other.to_owned(),
             }),
@@ -100,7 +110,7 @@ pub enum DispatchError {
         connection: Connection,
     },
     /// A connection name (from configuration) that does not exist.
-    #[error("unknown job connection `{name}`: expected one of `sync`, `deferred`, `background`")]
+    #[error("unknown job connection `{name}`: expected one of `sync`, `deferred`, `background`, `durable`")]
     UnknownConnection {
         /// The name given.
         name: String,
@@ -120,6 +130,17 @@ pub enum DispatchError {
         /// serde_json's error.
         message: String,
     },
+    /// The durable store could not take the job (the file is unwritable,
+    /// the disk is full, the database is locked for too long). The job
+    /// was not stored and will not run.
+    #[cfg(feature = "durable-sqlite")]
+    #[error("cannot dispatch job `{job}` on `durable`: {error}")]
+    Store {
+        /// The job's name.
+        job: &'static str,
+        /// What the store said.
+        error: StoreError,
+    },
 }
 
 fn how_to_configure(connection: Connection) -> &'static str {
@@ -130,6 +151,9 @@ fn how_to_configure(connection: Connection) -> &'static str {
         }
         Connection::Background => {
             "add `.background(BackgroundConfig::default())` to `Jobs::builder` and call `child_entry` first in `main`"
+        }
+        Connection::Durable => {
+            "enable batch-runtime's `durable-sqlite` feature, open a `DurableStore` and add `.durable(store)` to `Jobs::builder`"
         }
     }
 }
@@ -182,6 +206,8 @@ enum Backend<C> {
         ctx: Arc<C>,
         deferred: Option<DeferRuntime>,
         background: Option<Background>,
+        #[cfg(feature = "durable-sqlite")]
+        durable: Option<DurableStore>,
     },
     Fake(Arc<FakeLog<C>>),
 }
@@ -219,6 +245,8 @@ pub struct JobsBuilder<C> {
     ctx: Arc<C>,
     deferred: Option<DeferRuntime>,
     background: Option<BackgroundConfig>,
+    #[cfg(feature = "durable-sqlite")]
+    durable: Option<DurableStore>,
     default: Connection,
 }
 
@@ -239,6 +267,14 @@ impl<C: Send + Sync + 'static> JobsBuilder<C> {
         self
     }
 
+    /// Enables `durable`: jobs are stored in `store` before the dispatch
+    /// returns; a [`DurableWorker`] (here or in another process) runs them.
+    #[cfg(feature = "durable-sqlite")]
+    pub fn durable(mut self, store: DurableStore) -> Self {
+        self.durable = Some(store);
+        self
+    }
+
     /// The connection [`Jobs::dispatch`] uses without `.on(..)` (default
     /// [`Connection::Sync`]).
     pub fn default_connection(mut self, connection: Connection) -> Self {
@@ -254,6 +290,8 @@ impl<C: Send + Sync + 'static> JobsBuilder<C> {
                     ctx: self.ctx,
                     deferred: self.deferred,
                     background: self.background.map(Background::new),
+                    #[cfg(feature = "durable-sqlite")]
+                    durable: self.durable,
                 },
                 default: self.default,
                 counters: Counters::default(),
@@ -270,6 +308,8 @@ impl<C: Send + Sync + 'static> Jobs<C> {
             ctx,
             deferred: None,
             background: None,
+            #[cfg(feature = "durable-sqlite")]
+            durable: None,
             default: Connection::Sync,
         }
     }
@@ -299,6 +339,36 @@ impl<C: Send + Sync + 'static> Jobs<C> {
             jobs: self,
             job,
             always: false,
+        }
+    }
+
+    /// A worker for the jobs stored on the `durable` connection, running
+    /// them with this `Jobs`' context; `register` lists the job types it
+    /// runs. Start it with [`DurableWorker::run_until`], in the server's
+    /// process or in a process of its own.
+    #[cfg(feature = "durable-sqlite")]
+    pub fn durable_worker(
+        &self,
+        name: &str,
+        register: impl FnOnce(&mut DurableRegistry<C>) -> &mut DurableRegistry<C>,
+    ) -> Result<DurableWorker<C>, DispatchError> {
+        let not_configured = DispatchError::NotConfigured {
+            job: "(durable worker)",
+            connection: Connection::Durable,
+        };
+        match &self.inner.backend {
+            Backend::Real {
+                ctx,
+                durable: Some(store),
+                ..
+            } => Ok(DurableWorker::new(
+                name,
+                store.clone(),
+                ctx.clone(),
+                self.inner.counters.clone(),
+                register,
+            )),
+            _ => Err(not_configured),
         }
     }
 
@@ -357,6 +427,11 @@ impl<C: Send + Sync + 'static> Jobs<C> {
         connection: Connection,
         always: bool,
     ) -> Result<Dispatched, DispatchError> {
+        #[cfg(feature = "durable-sqlite")]
+        let durable = match &self.inner.backend {
+            Backend::Real { durable, .. } => durable,
+            Backend::Fake(_) => &None,
+        };
         let (ctx, deferred, background) = match &self.inner.backend {
             Backend::Fake(log) => {
                 let id = log.record(job, connection, always);
@@ -366,6 +441,7 @@ impl<C: Send + Sync + 'static> Jobs<C> {
                 ctx,
                 deferred,
                 background,
+                ..
             } => (ctx, deferred, background),
         };
         let not_configured = DispatchError::NotConfigured {
@@ -404,6 +480,15 @@ impl<C: Send + Sync + 'static> Jobs<C> {
                 self.inner.counters.update(J::NAME, |s| s.dispatched += 1);
                 Ok(Dispatched::queued(id, connection))
             }
+            #[cfg(feature = "durable-sqlite")]
+            Connection::Durable => {
+                let store = durable.as_ref().ok_or(not_configured)?;
+                store.push(&job, None).await?;
+                self.inner.counters.update(J::NAME, |s| s.dispatched += 1);
+                Ok(Dispatched::queued(JobId::next(), connection))
+            }
+            #[cfg(not(feature = "durable-sqlite"))]
+            Connection::Durable => Err(not_configured),
         }
     }
 }

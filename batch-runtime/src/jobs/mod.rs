@@ -82,6 +82,8 @@
 mod attempt;
 pub mod background;
 mod dispatch;
+#[cfg(feature = "durable-sqlite")]
+pub mod durable;
 mod fake;
 mod job;
 mod stats;

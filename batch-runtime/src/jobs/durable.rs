@@ -1,0 +1,655 @@
+//! The `durable` connection: jobs stored in a SQLite file through apalis
+//! before the dispatch returns, and run by a [`DurableWorker`] in this
+//! process or another one, after a crash too.
+//!
+//! Delivery is at-least-once: a job that was running on a worker that
+//! died (no heartbeat for [`DurableStore::heartbeat`] times two) is run
+//! again by the next worker, so `handle` must tolerate running twice.
+//!
+//! The store keeps the queue only; the job's attempts, backoff, timeout
+//! and `failed` hook run inside one stored execution, exactly as on the
+//! other connections. A job whose last attempt failed stays in the store
+//! as failed; one interrupted by a crash goes back to pending.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis_core::backend::TaskSink;
+use apalis_core::error::BoxDynError;
+use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::data::Data;
+use apalis_core::worker::builder::WorkerBuilder;
+use apalis_sqlite::{Config, SqliteConnectOptions, SqlitePoolOptions, SqliteStorage};
+use serde::{Deserialize, Serialize};
+
+use super::attempt::{in_process, run_attempts, Run};
+use super::dispatch::{Connection, DispatchError, JobId};
+use super::job::{Job, JobError};
+use super::stats::Counters;
+
+/// The apalis queue every batch job goes to; the job's own name is in
+/// the stored envelope, so one worker serves every registered job type.
+const QUEUE: &str = "batch-jobs";
+
+/// How long a worker may go without a heartbeat before its running jobs
+/// are taken back (two missed heartbeats of this interval).
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// What is stored: the job's name and its JSON.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    job: String,
+    payload: serde_json::Value,
+}
+
+/// The store is unusable: opening, migrating or writing it failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("durable job store `{location}`: {action} failed: {message}")]
+pub struct StoreError {
+    location: String,
+    action: &'static str,
+    message: String,
+}
+
+impl StoreError {
+    fn new(location: &str, action: &'static str, error: impl fmt::Display) -> Self {
+        StoreError {
+            location: location.to_owned(),
+            action,
+            message: error.to_string(),
+        }
+    }
+
+    /// The store's location (the SQLite file).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+}
+
+/// A durable job store: a SQLite file, its schema set up through apalis
+/// (idempotent: every start may run it). Cheap to clone.
+///
+/// ```no_run
+/// use batch_runtime::jobs::durable::DurableStore;
+/// # async fn open() -> Result<(), batch_runtime::jobs::durable::StoreError> {
+/// let store = DurableStore::sqlite("jobs.db").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct DurableStore {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    storage: SqliteStorage<Envelope>,
+    location: String,
+}
+
+impl fmt::Debug for DurableStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DurableStore")
+            .field("location", &self.inner.location)
+            .finish()
+    }
+}
+
+impl DurableStore {
+    /// Opens (creating it if missing) the SQLite file at `path` and runs
+    /// apalis' migrations.
+    pub async fn sqlite(path: impl AsRef<Path>) -> Result<DurableStore, StoreError> {
+        let path = path.as_ref();
+        let location = path.display().to_string();
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            // A writer waits for another process' lock instead of failing.
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::new(&location, "opening the file", e))?;
+        SqliteStorage::setup(&pool)
+            .await
+            .map_err(|e| StoreError::new(&location, "setting up the schema", e))?;
+        let storage = SqliteStorage::new(&pool).with_config(
+            Config::default()
+                .queue(QUEUE)
+                .heartbeat_interval(DEFAULT_HEARTBEAT),
+        );
+        Ok(DurableStore {
+            inner: Arc::new(StoreInner { storage, location }),
+        })
+    }
+
+    /// How often workers on this store report that they are alive
+    /// (default [`DEFAULT_HEARTBEAT`]). A worker silent for two intervals
+    /// is taken for dead and its running jobs are run again.
+    pub fn heartbeat(self, interval: Duration) -> Self {
+        let config = Config::default().queue(QUEUE).heartbeat_interval(interval);
+        DurableStore {
+            inner: Arc::new(StoreInner {
+                storage: self.inner.storage.clone().with_config(config),
+                location: self.inner.location.clone(),
+            }),
+        }
+    }
+
+    /// Where the store is (the SQLite file's path).
+    pub fn location(&self) -> &str {
+        &self.inner.location
+    }
+
+    /// Stores `job`; returns once it is committed.
+    pub(crate) async fn push<J: Job>(
+        &self,
+        job: &J,
+        delay: Option<Duration>,
+    ) -> Result<(), DispatchError> {
+        let payload = serde_json::to_value(job).map_err(|e| DispatchError::Serialize {
+            job: J::NAME,
+            message: e.to_string(),
+        })?;
+        let envelope = Envelope {
+            job: J::NAME.to_owned(),
+            payload,
+        };
+        // Retries run inside one stored execution (see the module docs):
+        // the store never re-runs a job whose execution failed.
+        let mut task = TaskBuilder::new(envelope).max_attempts(1);
+        if let Some(delay) = delay {
+            task = task.run_after(delay);
+        }
+        let mut storage = self.inner.storage.clone();
+        storage
+            .push_task(task.build())
+            .await
+            .map_err(|e| DispatchError::Store {
+                job: J::NAME,
+                error: StoreError::new(&self.inner.location, "storing the job", e),
+            })
+    }
+}
+
+type Runner<C> = fn(
+    serde_json::Value,
+    Arc<C>,
+    Run,
+) -> Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
+
+/// The job types a [`DurableWorker`] runs, by [`Job::NAME`].
+pub struct DurableRegistry<C> {
+    runners: HashMap<&'static str, Runner<C>>,
+}
+
+impl<C: Send + Sync + 'static> DurableRegistry<C> {
+    /// Lets the worker run jobs of type `J`.
+    pub fn register<J: Job<Context = C>>(&mut self) -> &mut Self {
+        self.runners.insert(J::NAME, run_stored::<J>);
+        self
+    }
+}
+
+impl<C> fmt::Debug for DurableRegistry<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<_> = self.runners.keys().collect();
+        names.sort();
+        f.debug_struct("DurableRegistry")
+            .field("jobs", &names)
+            .finish()
+    }
+}
+
+fn run_stored<J: Job>(
+    payload: serde_json::Value,
+    ctx: Arc<J::Context>,
+    run: Run,
+) -> Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>> {
+    Box::pin(async move {
+        let job: J = serde_json::from_value(payload).map_err(|e| {
+            JobError::new(format!(
+                "the stored job `{}` does not deserialize (did its fields change since it was dispatched?): {e}",
+                J::NAME
+            ))
+        })?;
+        run_attempts(&job, &ctx, &run, |_| in_process(&job, ctx.as_ref())).await
+    })
+}
+
+struct Shared<C> {
+    ctx: Arc<C>,
+    registry: DurableRegistry<C>,
+    counters: Counters,
+}
+
+/// Runs the jobs stored in a [`DurableStore`]; see
+/// [`Jobs::durable_worker`](super::Jobs::durable_worker).
+pub struct DurableWorker<C> {
+    name: String,
+    store: DurableStore,
+    shared: Arc<Shared<C>>,
+}
+
+impl<C> fmt::Debug for DurableWorker<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DurableWorker")
+            .field("name", &self.name)
+            .field("store", &self.store)
+            .field("jobs", &self.shared.registry)
+            .finish()
+    }
+}
+
+/// The worker stopped on an error of the store.
+#[derive(Debug, thiserror::Error)]
+#[error("durable worker `{worker}` on `{location}` stopped: {message}")]
+pub struct WorkerError {
+    worker: String,
+    location: String,
+    message: String,
+}
+
+impl<C: Send + Sync + 'static> DurableWorker<C> {
+    pub(crate) fn new(
+        name: &str,
+        store: DurableStore,
+        ctx: Arc<C>,
+        counters: Counters,
+        register: impl FnOnce(&mut DurableRegistry<C>) -> &mut DurableRegistry<C>,
+    ) -> Self {
+        let mut registry = DurableRegistry {
+            runners: HashMap::new(),
+        };
+        register(&mut registry);
+        DurableWorker {
+            name: name.to_owned(),
+            store,
+            shared: Arc::new(Shared {
+                ctx,
+                registry,
+                counters,
+            }),
+        }
+    }
+
+    /// Runs stored jobs until `shutdown` completes, then stops taking new
+    /// ones and returns once the jobs in flight are done.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), WorkerError> {
+        let worker = WorkerBuilder::new(self.name.clone())
+            .backend(self.store.inner.storage.clone())
+            .data(self.shared.clone())
+            .build(handle_stored::<C>);
+        let signal = async move {
+            shutdown.await;
+            Ok::<(), std::io::Error>(())
+        };
+        worker.run_until(signal).await.map_err(|e| WorkerError {
+            worker: self.name.clone(),
+            location: self.store.inner.location.clone(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// One stored execution: the registered job's attempts in this process.
+async fn handle_stored<C: Send + Sync + 'static>(
+    envelope: Envelope,
+    shared: Data<Arc<Shared<C>>>,
+) -> Result<(), BoxDynError> {
+    let Some(runner) = shared.registry.runners.get(envelope.job.as_str()) else {
+        tracing::error!(
+            job = %envelope.job,
+            "a stored job's type is not registered with this durable worker; register it with `registry.register::<J>()`"
+        );
+        return Err(format!(
+            "job `{}` is not registered with this worker; add `registry.register::<{}>()`",
+            envelope.job, envelope.job
+        )
+        .into());
+    };
+    let run = Run {
+        id: JobId::next(),
+        connection: Connection::Durable,
+        counters: shared.counters.clone(),
+    };
+    runner(envelope.payload, shared.ctx.clone(), run)
+        .await
+        // `JobError` is not a `std::error::Error` (it converts from every
+        // one); the store keeps its message as the last result.
+        .map_err(|e| BoxDynError::from(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+
+    use tokio::sync::{oneshot, watch};
+    use tokio::time::timeout;
+
+    use super::*;
+    use crate::jobs::{Jobs, JobsFake};
+
+    const LIMIT: Duration = Duration::from_secs(30);
+
+    /// A SQLite file in the temp dir, removed (with its WAL files) on drop.
+    struct TempDb(PathBuf);
+
+    impl TempDb {
+        fn new(test: &str) -> TempDb {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let name = format!("batch-durable-{test}-{}-{n}.db", std::process::id());
+            let path = std::env::temp_dir().join(name);
+            let _ = std::fs::remove_file(&path);
+            TempDb(path)
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut name = self.0.clone().into_os_string();
+                name.push(suffix);
+                let _ = std::fs::remove_file(name);
+            }
+        }
+    }
+
+    /// Records which orders ran, and publishes how many runs there were.
+    struct Ledger {
+        runs: Mutex<Vec<u64>>,
+        count: watch::Sender<usize>,
+        failed_hook: watch::Sender<u32>,
+    }
+
+    impl Ledger {
+        fn new() -> Arc<Ledger> {
+            Arc::new(Ledger {
+                runs: Mutex::new(Vec::new()),
+                count: watch::channel(0).0,
+                failed_hook: watch::channel(0).0,
+            })
+        }
+
+        fn record(&self, order: u64) {
+            let mut runs = self.runs.lock().expect("ledger lock");
+            runs.push(order);
+            let n = runs.len();
+            drop(runs);
+            self.count.send_replace(n);
+        }
+
+        async fn wait_runs(&self, n: usize) {
+            let mut rx = self.count.subscribe();
+            timeout(LIMIT, rx.wait_for(|c| *c >= n))
+                .await
+                .unwrap_or_else(|_| panic!("{n} runs did not happen within {LIMIT:?}"))
+                .expect("ledger sender alive");
+        }
+
+        fn sorted_runs(&self) -> Vec<u64> {
+            let mut runs = self.runs.lock().expect("ledger lock").clone();
+            runs.sort_unstable();
+            runs
+        }
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Deliver {
+        order: u64,
+    }
+
+    impl Job for Deliver {
+        const NAME: &'static str = "deliver";
+        type Context = Ledger;
+        async fn handle(&self, ledger: &Ledger) -> Result<(), JobError> {
+            ledger.record(self.order);
+            Ok(())
+        }
+    }
+
+    /// Fails every attempt.
+    #[derive(Serialize, Deserialize)]
+    struct Refund {
+        order: u64,
+    }
+
+    impl Job for Refund {
+        const NAME: &'static str = "refund";
+        type Context = Ledger;
+        async fn handle(&self, ledger: &Ledger) -> Result<(), JobError> {
+            ledger.record(self.order);
+            Err(JobError::new("the payment provider said no"))
+        }
+        fn tries(&self) -> u32 {
+            2
+        }
+        fn backoff(&self) -> crate::jobs::Backoff {
+            crate::jobs::Backoff::fixed(Duration::from_millis(1))
+        }
+        async fn failed(&self, _: &JobError, ledger: &Ledger) {
+            ledger.failed_hook.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Hangs on its first run (the worker is killed meanwhile), succeeds
+    /// after.
+    #[derive(Serialize, Deserialize)]
+    struct Invoice {
+        order: u64,
+    }
+
+    impl Job for Invoice {
+        const NAME: &'static str = "invoice";
+        type Context = Ledger;
+        async fn handle(&self, ledger: &Ledger) -> Result<(), JobError> {
+            let first = ledger.runs.lock().expect("ledger lock").is_empty();
+            ledger.record(self.order);
+            if first {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+    }
+
+    fn spawn_worker(
+        jobs: &Jobs<Ledger>,
+        name: &str,
+    ) -> (
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), WorkerError>>,
+    ) {
+        let worker = jobs
+            .durable_worker(name, |r| {
+                r.register::<Deliver>()
+                    .register::<Refund>()
+                    .register::<Invoice>()
+            })
+            .expect("durable is configured");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run_until(async move {
+            let _ = stopped.await;
+        }));
+        (stop, task)
+    }
+
+    async fn stop_worker(
+        stop: oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<Result<(), WorkerError>>,
+    ) {
+        let _ = stop.send(());
+        timeout(LIMIT, task)
+            .await
+            .expect("the worker stops after its shutdown signal")
+            .expect("the worker task did not panic")
+            .expect("the worker stopped without a store error");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_durable_job_is_stored_before_dispatch_returns_and_a_later_worker_runs_it() {
+        let db = TempDb::new("stored");
+        {
+            // The dispatching "process": no worker, dropped before one starts.
+            let store = DurableStore::sqlite(&db.0).await.expect("store opens");
+            let jobs = Jobs::builder(Ledger::new()).durable(store).build();
+            for order in 1..=3 {
+                let dispatched = jobs
+                    .dispatch(Deliver { order })
+                    .on(Connection::Durable)
+                    .await
+                    .expect("the store takes the job");
+                assert_eq!(dispatched.connection(), Connection::Durable);
+                assert_eq!(dispatched.outcome(), None);
+            }
+            assert_eq!(jobs.stats().of::<Deliver>().dispatched, 3);
+        }
+        // A fresh store handle and context: only the file carries the jobs.
+        let ledger = Ledger::new();
+        let store = DurableStore::sqlite(&db.0).await.expect("store reopens");
+        let jobs = Jobs::builder(ledger.clone()).durable(store).build();
+        let (stop, task) = spawn_worker(&jobs, "later-worker");
+        ledger.wait_runs(3).await;
+        stop_worker(stop, task).await;
+        assert_eq!(ledger.sorted_runs(), vec![1, 2, 3]);
+        assert_eq!(jobs.stats().of::<Deliver>().succeeded, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_stored_job_runs_exactly_once_when_no_worker_dies() {
+        const N: u64 = 200;
+        let db = TempDb::new("once");
+        let ledger = Ledger::new();
+        let store = DurableStore::sqlite(&db.0).await.expect("store opens");
+        let jobs = Jobs::builder(ledger.clone()).durable(store).build();
+        for order in 0..N {
+            jobs.dispatch(Deliver { order })
+                .on(Connection::Durable)
+                .await
+                .expect("the store takes the job");
+        }
+        let (stop, task) = spawn_worker(&jobs, "once-worker");
+        ledger.wait_runs(N as usize).await;
+        stop_worker(stop, task).await;
+        assert_eq!(ledger.sorted_runs(), (0..N).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retries_and_the_failed_hook_run_inside_one_stored_execution_that_is_not_rerun() {
+        let db = TempDb::new("retries");
+        let ledger = Ledger::new();
+        let store = DurableStore::sqlite(&db.0).await.expect("store opens");
+        let jobs = Jobs::builder(ledger.clone()).durable(store).build();
+        jobs.dispatch(Refund { order: 9 })
+            .on(Connection::Durable)
+            .await
+            .expect("the store takes the job");
+        // A job after it shows the worker moved on.
+        jobs.dispatch(Deliver { order: 10 })
+            .on(Connection::Durable)
+            .await
+            .expect("the store takes the job");
+        let (stop, task) = spawn_worker(&jobs, "retry-worker");
+        ledger.wait_runs(3).await;
+        let mut failed = ledger.failed_hook.subscribe();
+        timeout(LIMIT, failed.wait_for(|n| *n >= 1))
+            .await
+            .expect("the refund's `failed` hook runs after its two tries")
+            .expect("ledger sender alive");
+        stop_worker(stop, task).await;
+        assert_eq!(ledger.sorted_runs(), vec![9, 9, 10]);
+        assert_eq!(*ledger.failed_hook.borrow(), 1);
+        let refund = jobs.stats().of::<Refund>();
+        assert_eq!((refund.retried, refund.failed), (1, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_running_on_a_worker_that_died_runs_again_after_two_missed_heartbeats() {
+        let db = TempDb::new("orphan");
+        let ledger = Ledger::new();
+        let heartbeat = Duration::from_secs(1);
+        let store = DurableStore::sqlite(&db.0)
+            .await
+            .expect("store opens")
+            .heartbeat(heartbeat);
+        let jobs = Jobs::builder(ledger.clone()).durable(store).build();
+        jobs.dispatch(Invoice { order: 5 })
+            .on(Connection::Durable)
+            .await
+            .expect("the store takes the job");
+        let (_never_stopped, dying) = spawn_worker(&jobs, "dying-worker");
+        ledger.wait_runs(1).await;
+        // The worker dies mid-job: no ack, no more heartbeats.
+        dying.abort();
+        let killed_at = std::time::Instant::now();
+        let (stop, task) = spawn_worker(&jobs, "rescuing-worker");
+        ledger.wait_runs(2).await;
+        let recovered_after = killed_at.elapsed();
+        stop_worker(stop, task).await;
+        assert_eq!(ledger.sorted_runs(), vec![5, 5]);
+        assert_eq!(jobs.stats().of::<Invoice>().succeeded, 1);
+        // Two heartbeats, at whole-second resolution, plus one to notice.
+        assert!(
+            recovered_after >= heartbeat && recovered_after < heartbeat * 6,
+            "recovered after {recovered_after:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_be_opened_names_the_file_and_the_step() {
+        let path = std::env::temp_dir()
+            .join("batch-durable-no-such-dir")
+            .join("nested")
+            .join("jobs.db");
+        let error = DurableStore::sqlite(&path)
+            .await
+            .expect_err("a file in a missing directory cannot be created");
+        assert_eq!(error.location(), path.display().to_string());
+        let message = error.to_string();
+        assert!(message.contains("opening the file"), "{message}");
+        assert!(message.contains("jobs.db"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn durable_without_a_store_is_refused_with_how_to_configure_it() {
+        let jobs = Jobs::builder(Ledger::new()).build();
+        let error = jobs
+            .dispatch(Deliver { order: 1 })
+            .on(Connection::Durable)
+            .await
+            .expect_err("no store configured");
+        let message = error.to_string();
+        assert!(
+            message.contains("`durable` connection is not configured"),
+            "{message}"
+        );
+        assert!(message.contains(".durable(store)"), "{message}");
+        assert!(jobs.durable_worker("w", |r| r).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_jobs_fake_records_durable_dispatches() {
+        let fake: JobsFake<Ledger> = Jobs::fake();
+        let jobs = fake.jobs();
+        jobs.dispatch(Deliver { order: 4 })
+            .on(Connection::Durable)
+            .await
+            .expect("the fake takes every job");
+        fake.assert_pushed_on::<Deliver>(Connection::Durable, |j| j.order == 4);
+        fake.assert_pushed_count::<Deliver>(1);
+    }
+
+    #[test]
+    fn durable_parses_from_configuration() {
+        assert_eq!("durable".parse::<Connection>(), Ok(Connection::Durable));
+        assert_eq!(Connection::Durable.to_string(), "durable");
+    }
+}
