@@ -130,6 +130,15 @@ pub enum DispatchError {
         /// serde_json's error.
         message: String,
     },
+    /// A delay was asked for on a connection that runs jobs at once: only
+    /// `durable` stores a job to run later.
+    #[error("cannot dispatch job `{job}` on `{connection}` with a delay: only the `durable` connection can run a job later; dispatch it `.on(Connection::Durable)` or without `.delay(..)`")]
+    DelayUnsupported {
+        /// The job's name.
+        job: &'static str,
+        /// The connection asked for.
+        connection: Connection,
+    },
     /// The durable store could not take the job (the file is unwritable,
     /// the disk is full, the database is locked for too long). The job
     /// was not stored and will not run.
@@ -339,6 +348,7 @@ impl<C: Send + Sync + 'static> Jobs<C> {
             jobs: self,
             job,
             always: false,
+            delay: None,
         }
     }
 
@@ -369,6 +379,16 @@ impl<C: Send + Sync + 'static> Jobs<C> {
                 register,
             )),
             _ => Err(not_configured),
+        }
+    }
+
+    /// The `durable` connection's store, if configured: its counts, its
+    /// failed jobs, retry by id.
+    #[cfg(feature = "durable-sqlite")]
+    pub fn durable_store(&self) -> Option<&DurableStore> {
+        match &self.inner.backend {
+            Backend::Real { durable, .. } => durable.as_ref(),
+            Backend::Fake(_) => None,
         }
     }
 
@@ -426,7 +446,14 @@ impl<C: Send + Sync + 'static> Jobs<C> {
         job: J,
         connection: Connection,
         always: bool,
+        delay: Option<Duration>,
     ) -> Result<Dispatched, DispatchError> {
+        if delay.is_some() && connection != Connection::Durable {
+            return Err(DispatchError::DelayUnsupported {
+                job: J::NAME,
+                connection,
+            });
+        }
         #[cfg(feature = "durable-sqlite")]
         let durable = match &self.inner.backend {
             Backend::Real { durable, .. } => durable,
@@ -458,6 +485,7 @@ impl<C: Send + Sync + 'static> Jobs<C> {
                     id: run.id,
                     connection,
                     outcome: Some(outcome),
+                    stored_id: None,
                 })
             }
             Connection::Deferred => {
@@ -483,9 +511,12 @@ impl<C: Send + Sync + 'static> Jobs<C> {
             #[cfg(feature = "durable-sqlite")]
             Connection::Durable => {
                 let store = durable.as_ref().ok_or(not_configured)?;
-                store.push(&job, None).await?;
+                let stored = store.push(&job, delay).await?;
                 self.inner.counters.update(J::NAME, |s| s.dispatched += 1);
-                Ok(Dispatched::queued(JobId::next(), connection))
+                Ok(Dispatched {
+                    stored_id: Some(stored),
+                    ..Dispatched::queued(JobId::next(), connection)
+                })
             }
             #[cfg(not(feature = "durable-sqlite"))]
             Connection::Durable => Err(not_configured),
@@ -520,6 +551,7 @@ pub struct Dispatch<'j, C, J> {
     jobs: &'j Jobs<C>,
     job: J,
     always: bool,
+    delay: Option<Duration>,
 }
 
 impl<'j, C: Send + Sync + 'static, J: Job<Context = C>> Dispatch<'j, C, J> {
@@ -582,6 +614,14 @@ impl<'j, C: Send + Sync + 'static, J: Job<Context = C>> DispatchOn<'j, C, J> {
         self.dispatch.always = true;
         self
     }
+
+    /// On `durable`: the job runs no earlier than `delay` from now (whole
+    /// seconds: the store keeps the time in seconds). Other connections
+    /// refuse a delay with [`DispatchError::DelayUnsupported`].
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.dispatch.delay = Some(delay);
+        self
+    }
 }
 
 impl<'j, C: Send + Sync + 'static, J: Job<Context = C>> IntoFuture for DispatchOn<'j, C, J> {
@@ -593,8 +633,13 @@ impl<'j, C: Send + Sync + 'static, J: Job<Context = C>> IntoFuture for DispatchO
     /// when it is done; `background` returns once the job is queued for a
     /// child.
     fn into_future(self) -> Self::IntoFuture {
-        let Dispatch { jobs, job, always } = self.dispatch;
-        Box::pin(jobs.send(job, self.connection, always))
+        let Dispatch {
+            jobs,
+            job,
+            always,
+            delay,
+        } = self.dispatch;
+        Box::pin(jobs.send(job, self.connection, always, delay))
     }
 }
 
@@ -604,6 +649,7 @@ pub struct Dispatched {
     id: JobId,
     connection: Connection,
     outcome: Option<Result<(), JobError>>,
+    stored_id: Option<String>,
 }
 
 impl Dispatched {
@@ -612,6 +658,7 @@ impl Dispatched {
             id,
             connection,
             outcome: None,
+            stored_id: None,
         }
     }
 
@@ -623,6 +670,12 @@ impl Dispatched {
     /// The connection it went to.
     pub fn connection(&self) -> Connection {
         self.connection
+    }
+
+    /// On `durable`, the job's id in the store (a ULID): for
+    /// `DurableStore::retry` and to match log lines. `None` elsewhere.
+    pub fn stored_id(&self) -> Option<&str> {
+        self.stored_id.as_deref()
     }
 
     /// On `sync` only, the outcome of the last attempt (`failed` has run

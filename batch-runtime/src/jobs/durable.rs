@@ -19,10 +19,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use apalis_core::backend::ext::BackendExt;
 use apalis_core::backend::TaskSink;
 use apalis_core::error::BoxDynError;
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::data::Data;
+use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_sqlite::{Config, SqliteConnectOptions, SqlitePoolOptions, SqliteStorage};
 use serde::{Deserialize, Serialize};
@@ -39,6 +41,10 @@ const QUEUE: &str = "batch-jobs";
 /// How long a worker may go without a heartbeat before its running jobs
 /// are taken back (two missed heartbeats of this interval).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// How often an idle worker looks for jobs stored by other processes, for
+/// delayed jobs that came due and for retried ones.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What is stored: the job's name and its JSON.
 #[derive(Serialize, Deserialize)]
@@ -88,6 +94,7 @@ pub struct DurableStore {
 struct StoreInner {
     storage: SqliteStorage<Envelope>,
     location: String,
+    poll_interval: Duration,
 }
 
 impl fmt::Debug for DurableStore {
@@ -122,7 +129,11 @@ impl DurableStore {
                 .heartbeat_interval(DEFAULT_HEARTBEAT),
         );
         Ok(DurableStore {
-            inner: Arc::new(StoreInner { storage, location }),
+            inner: Arc::new(StoreInner {
+                storage,
+                location,
+                poll_interval: DEFAULT_POLL_INTERVAL,
+            }),
         })
     }
 
@@ -135,6 +146,21 @@ impl DurableStore {
             inner: Arc::new(StoreInner {
                 storage: self.inner.storage.clone().with_config(config),
                 location: self.inner.location.clone(),
+                poll_interval: self.inner.poll_interval,
+            }),
+        }
+    }
+
+    /// How often an idle worker on this store looks for new jobs (default
+    /// [`DEFAULT_POLL_INTERVAL`]): the most a job stored by another
+    /// process, a delayed job come due or a retried job waits for an idle
+    /// worker. Each look is one small query.
+    pub fn poll_interval(self, interval: Duration) -> Self {
+        DurableStore {
+            inner: Arc::new(StoreInner {
+                storage: self.inner.storage.clone(),
+                location: self.inner.location.clone(),
+                poll_interval: interval,
             }),
         }
     }
@@ -144,12 +170,75 @@ impl DurableStore {
         &self.inner.location
     }
 
-    /// Stores `job`; returns once it is committed.
+    /// Counts this store's batch jobs by state, from the store itself (so
+    /// they include jobs dispatched or run by other processes).
+    pub async fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM Jobs WHERE job_type = ?1 GROUP BY status")
+                .bind(QUEUE)
+                .fetch_all(self.inner.storage.pool())
+                .await
+                .map_err(|e| StoreError::new(&self.inner.location, "counting the jobs", e))?;
+        let mut counts = StoreCounts::default();
+        for (status, n) in rows {
+            let n = u64::try_from(n).unwrap_or(0);
+            match status.as_str() {
+                "Pending" => counts.pending += n,
+                "Queued" | "Running" => counts.running += n,
+                "Done" => counts.done += n,
+                // `Killed` is apalis' state for a job it gave up on.
+                _ => counts.failed += n,
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The jobs whose last attempt failed, oldest first, with their last
+    /// error; [`retry`](DurableStore::retry) runs one again.
+    pub async fn failed_jobs(&self) -> Result<Vec<FailedJob>, StoreError> {
+        let rows: Vec<(String, Vec<u8>, Option<String>)> = sqlx::query_as(
+            "SELECT id, job, last_result FROM Jobs \
+             WHERE job_type = ?1 AND status IN ('Failed', 'Killed') ORDER BY id",
+        )
+        .bind(QUEUE)
+        .fetch_all(self.inner.storage.pool())
+        .await
+        .map_err(|e| StoreError::new(&self.inner.location, "listing the failed jobs", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, job, last_result)| FailedJob {
+                id,
+                job: serde_json::from_slice::<Envelope>(&job)
+                    .map(|envelope| envelope.job)
+                    .unwrap_or_else(|e| format!("(unreadable: {e})")),
+                last_error: last_result.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Makes the failed job `id` pending again, to run now on the next
+    /// free worker. `Ok(false)` when no failed job has this id.
+    pub async fn retry(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE Jobs SET status = 'Pending', attempts = 0, lock_by = NULL, lock_at = NULL, \
+             done_at = NULL, run_at = strftime('%s', 'now') \
+             WHERE id = ?1 AND job_type = ?2 AND status IN ('Failed', 'Killed')",
+        )
+        .bind(id)
+        .bind(QUEUE)
+        .execute(self.inner.storage.pool())
+        .await
+        .map_err(|e| StoreError::new(&self.inner.location, "retrying a failed job", e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Stores `job` to run no earlier than `delay` from now (whole
+    /// seconds); returns its id in the store once it is committed.
     pub(crate) async fn push<J: Job>(
         &self,
         job: &J,
         delay: Option<Duration>,
-    ) -> Result<(), DispatchError> {
+    ) -> Result<String, DispatchError> {
         let payload = serde_json::to_value(job).map_err(|e| DispatchError::Serialize {
             job: J::NAME,
             message: e.to_string(),
@@ -160,7 +249,10 @@ impl DurableStore {
         };
         // Retries run inside one stored execution (see the module docs):
         // the store never re-runs a job whose execution failed.
-        let mut task = TaskBuilder::new(envelope).max_attempts(1);
+        let id = ulid::Ulid::generate();
+        let mut task = TaskBuilder::new(envelope)
+            .task_id(TaskId::from_ulid(id))
+            .max_attempts(1);
         if let Some(delay) = delay {
             task = task.run_after(delay);
         }
@@ -168,11 +260,38 @@ impl DurableStore {
         storage
             .push_task(task.build())
             .await
+            .map(|()| id.to_string())
             .map_err(|e| DispatchError::Store {
                 job: J::NAME,
                 error: StoreError::new(&self.inner.location, "storing the job", e),
             })
     }
+}
+
+/// A durable store's jobs by state; see [`DurableStore::counts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreCounts {
+    /// Waiting for a worker (delayed ones included).
+    pub pending: u64,
+    /// Taken by a worker and not finished.
+    pub running: u64,
+    /// The last attempt failed; see [`DurableStore::failed_jobs`].
+    pub failed: u64,
+    /// Succeeded.
+    pub done: u64,
+}
+
+/// A stored job whose last attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FailedJob {
+    /// Its id in the store (give it to [`DurableStore::retry`]).
+    pub id: String,
+    /// Its [`Job::NAME`].
+    pub job: String,
+    /// The error of its last attempt, as the store keeps it.
+    pub last_error: String,
 }
 
 type Runner<C> = fn(
@@ -283,7 +402,13 @@ impl<C: Send + Sync + 'static> DurableWorker<C> {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), WorkerError> {
         let worker = WorkerBuilder::new(self.name.clone())
-            .backend(self.store.inner.storage.clone())
+            .backend(
+                self.store
+                    .inner
+                    .storage
+                    .clone()
+                    .poll_with_interval(self.store.inner.poll_interval),
+            )
             .data(self.shared.clone())
             .build(handle_stored::<C>);
         let signal = async move {
@@ -601,6 +726,116 @@ mod tests {
             recovered_after >= heartbeat && recovered_after < heartbeat * 6,
             "recovered after {recovered_after:?}"
         );
+    }
+
+    /// Polls the store's counts (it has no change signal) until `done`.
+    async fn wait_counts(store: &DurableStore, done: impl Fn(&StoreCounts) -> bool) -> StoreCounts {
+        timeout(LIMIT, async {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            loop {
+                tick.tick().await;
+                let counts = store.counts().await.expect("the store counts");
+                if done(&counts) {
+                    return counts;
+                }
+            }
+        })
+        .await
+        .expect("the store reached the expected counts")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delayed_job_waits_in_the_store_until_its_time() {
+        let db = TempDb::new("delay");
+        let ledger = Ledger::new();
+        let store = DurableStore::sqlite(&db.0).await.expect("store opens");
+        let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+        let dispatched_at = std::time::Instant::now();
+        jobs.dispatch(Deliver { order: 1 })
+            .on(Connection::Durable)
+            .delay(Duration::from_secs(2))
+            .await
+            .expect("the store takes the delayed job");
+        jobs.dispatch(Deliver { order: 2 })
+            .on(Connection::Durable)
+            .await
+            .expect("the store takes the job");
+        let counts = store.counts().await.expect("the store counts");
+        assert_eq!((counts.pending, counts.done), (2, 0));
+        let (stop, task) = spawn_worker(&jobs, "delay-worker");
+        ledger.wait_runs(2).await;
+        let delayed_ran_after = dispatched_at.elapsed();
+        stop_worker(stop, task).await;
+        assert_eq!(*ledger.runs.lock().expect("ledger lock"), vec![2, 1]);
+        // Whole seconds: 2 s from a time truncated to the second.
+        assert!(
+            delayed_ran_after >= Duration::from_secs(1),
+            "ran after {delayed_ran_after:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delay_on_a_connection_that_runs_at_once_is_refused() {
+        let jobs = Jobs::builder(Ledger::new()).build();
+        let error = jobs
+            .dispatch(Deliver { order: 1 })
+            .on(Connection::Sync)
+            .delay(Duration::from_secs(1))
+            .await
+            .expect_err("sync cannot delay");
+        assert_eq!(
+            error,
+            DispatchError::DelayUnsupported {
+                job: "deliver",
+                connection: Connection::Sync
+            }
+        );
+        assert!(error
+            .to_string()
+            .contains("only the `durable` connection can run a job later"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_jobs_are_listed_with_their_last_error_and_retried_by_id() {
+        let db = TempDb::new("failed");
+        let ledger = Ledger::new();
+        let store = DurableStore::sqlite(&db.0).await.expect("store opens");
+        let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+        let dispatched = jobs
+            .dispatch(Refund { order: 7 })
+            .on(Connection::Durable)
+            .await
+            .expect("the store takes the job");
+        let id = dispatched
+            .stored_id()
+            .expect("a durable job has a stored id")
+            .to_owned();
+        let (stop, task) = spawn_worker(&jobs, "failing-worker");
+        let counts = wait_counts(&store, |c| c.failed == 1).await;
+        assert_eq!((counts.pending, counts.running, counts.done), (0, 0, 0));
+        let failed = store.failed_jobs().await.expect("the store lists");
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(
+            (failed[0].id.as_str(), failed[0].job.as_str()),
+            (id.as_str(), "refund")
+        );
+        assert!(
+            failed[0]
+                .last_error
+                .contains("the payment provider said no"),
+            "{failed:?}"
+        );
+
+        assert!(!store.retry("no-such-job").await.expect("the store answers"));
+        assert!(store.retry(&id).await.expect("the store answers"));
+        ledger.wait_runs(4).await;
+        wait_counts(&store, |c| {
+            c.failed == 1 && c.pending == 0 && c.running == 0
+        })
+        .await;
+        stop_worker(stop, task).await;
+        assert_eq!(ledger.sorted_runs(), vec![7, 7, 7, 7]);
+        assert_eq!(*ledger.failed_hook.borrow(), 2);
     }
 
     #[tokio::test]
