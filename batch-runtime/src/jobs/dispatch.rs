@@ -36,16 +36,22 @@ pub enum Connection {
     /// survives the process being killed. Needs the `durable-sqlite`
     /// feature and [`JobsBuilder::durable`].
     Durable,
+    /// `durable`, and when the store cannot take the job, `deferred` with
+    /// a logged warning; [`Dispatched::connection`] says which. Needs both
+    /// configured.
+    Failover,
 }
 
 impl Connection {
-    /// The connection's name: `sync`, `deferred`, `background` or `durable`.
+    /// The connection's name: `sync`, `deferred`, `background`, `durable`
+    /// or `failover`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Connection::Sync => "sync",
             Connection::Deferred => "deferred",
             Connection::Background => "background",
             Connection::Durable => "durable",
+            Connection::Failover => "failover",
         }
     }
 }
@@ -59,14 +65,15 @@ impl fmt::Display for Connection {
 impl FromStr for Connection {
     type Err = DispatchError;
 
-    /// Parses `sync`, `deferred`, `background` or `durable` (from
-    /// configuration).
+    /// Parses `sync`, `deferred`, `background`, `durable` or `failover`
+    /// (from configuration).
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         match name {
             "sync" => Ok(Connection::Sync),
             "deferred" => Ok(Connection::Deferred),
             "background" => Ok(Connection::Background),
             "durable" => Ok(Connection::Durable),
+            "failover" => Ok(Connection::Failover),
             other => Err(DispatchError::UnknownConnection {
                 name: other.to_owned(),
             }),
@@ -110,7 +117,7 @@ pub enum DispatchError {
         connection: Connection,
     },
     /// A connection name (from configuration) that does not exist.
-    #[error("unknown job connection `{name}`: expected one of `sync`, `deferred`, `background`, `durable`")]
+    #[error("unknown job connection `{name}`: expected one of `sync`, `deferred`, `background`, `durable`, `failover`")]
     UnknownConnection {
         /// The name given.
         name: String,
@@ -163,6 +170,9 @@ fn how_to_configure(connection: Connection) -> &'static str {
         }
         Connection::Durable => {
             "enable batch-runtime's `durable-sqlite` feature, open a `DurableStore` and add `.durable(store)` to `Jobs::builder`"
+        }
+        Connection::Failover => {
+            "it needs both `durable` and `deferred`: enable batch-runtime's `durable-sqlite` feature and add `.durable(store)` and `.deferred(&defer_runtime)` to `Jobs::builder`"
         }
     }
 }
@@ -448,7 +458,7 @@ impl<C: Send + Sync + 'static> Jobs<C> {
         always: bool,
         delay: Option<Duration>,
     ) -> Result<Dispatched, DispatchError> {
-        if delay.is_some() && connection != Connection::Durable {
+        if delay.is_some() && !matches!(connection, Connection::Durable | Connection::Failover) {
             return Err(DispatchError::DelayUnsupported {
                 job: J::NAME,
                 connection,
@@ -518,8 +528,40 @@ impl<C: Send + Sync + 'static> Jobs<C> {
                     ..Dispatched::queued(JobId::next(), connection)
                 })
             }
+            #[cfg(feature = "durable-sqlite")]
+            Connection::Failover => {
+                let (Some(store), Some(runtime)) = (durable.as_ref(), deferred.as_ref()) else {
+                    return Err(not_configured);
+                };
+                let error = match store.push(&job, delay).await {
+                    Ok(stored) => {
+                        self.inner.counters.update(J::NAME, |s| s.dispatched += 1);
+                        return Ok(Dispatched {
+                            stored_id: Some(stored),
+                            ..Dispatched::queued(JobId::next(), Connection::Durable)
+                        });
+                    }
+                    // A delayed job cannot run later on `deferred`.
+                    Err(error @ DispatchError::Store { .. }) if delay.is_none() => error,
+                    Err(error) => return Err(error),
+                };
+                tracing::warn!(
+                    job = J::NAME,
+                    %error,
+                    "failover: the durable store could not take the job; running it on `deferred` (it will not survive a crash)"
+                );
+                let run = self.run_for(Connection::Deferred);
+                let id = run.id;
+                let ctx = ctx.clone();
+                self.inner.counters.update(J::NAME, |s| s.dispatched += 1);
+                defer::scope(runtime, |deferred| async move {
+                    register_deferred(&deferred, job, ctx, run, always);
+                })
+                .await;
+                Ok(Dispatched::queued(id, Connection::Deferred))
+            }
             #[cfg(not(feature = "durable-sqlite"))]
-            Connection::Durable => Err(not_configured),
+            Connection::Durable | Connection::Failover => Err(not_configured),
         }
     }
 }

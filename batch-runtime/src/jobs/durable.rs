@@ -170,6 +170,13 @@ impl DurableStore {
         &self.inner.location
     }
 
+    /// Closes the store's connections, waiting for the ones in use: later
+    /// dispatches on `durable` fail (on `failover` they run deferred) and
+    /// workers on this handle stop with an error.
+    pub async fn close(&self) {
+        self.inner.storage.pool().close().await;
+    }
+
     /// Counts this store's batch jobs by state, from the store itself (so
     /// they include jobs dispatched or run by other processes).
     pub async fn counts(&self) -> Result<StoreCounts, StoreError> {
@@ -839,6 +846,72 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_durable_dispatch_the_store_cannot_take_fails_naming_the_store() {
+        let db = TempDb::new("closed");
+        let store = DurableStore::sqlite(&db.0).await.expect("store opens");
+        let jobs = Jobs::builder(Ledger::new()).durable(store.clone()).build();
+        store.close().await;
+        let error = jobs
+            .dispatch(Deliver { order: 1 })
+            .on(Connection::Durable)
+            .await
+            .expect_err("a closed store takes nothing");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("cannot dispatch job `deliver` on `durable`: durable job store `")
+                && message.contains(&db.0.display().to_string())
+                && message.contains("storing the job failed"),
+            "{message}"
+        );
+        assert_eq!(jobs.stats().of::<Deliver>().dispatched, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failover_stores_the_job_and_runs_it_deferred_when_the_store_cannot_take_it() {
+        let db = TempDb::new("failover");
+        let ledger = Ledger::new();
+        let store = DurableStore::sqlite(&db.0).await.expect("store opens");
+        let runtime = crate::defer::DeferRuntime::new();
+        let jobs = Jobs::builder(ledger.clone())
+            .durable(store.clone())
+            .deferred(&runtime)
+            .build();
+
+        let stored = jobs
+            .dispatch(Deliver { order: 1 })
+            .on(Connection::Failover)
+            .await
+            .expect("the store takes the job");
+        assert_eq!(stored.connection(), Connection::Durable);
+        assert!(stored.stored_id().is_some());
+        assert_eq!(store.counts().await.expect("counts").pending, 1);
+        assert!(
+            ledger.sorted_runs().is_empty(),
+            "a stored job waits for a worker"
+        );
+
+        store.close().await;
+        let fell_back = jobs
+            .dispatch(Deliver { order: 2 })
+            .on(Connection::Failover)
+            .await
+            .expect("failover runs the job deferred");
+        assert_eq!(fell_back.connection(), Connection::Deferred);
+        assert_eq!(fell_back.stored_id(), None);
+        // Outside a request, `deferred` waits for the job.
+        assert_eq!(ledger.sorted_runs(), vec![2]);
+
+        let error = jobs
+            .dispatch(Deliver { order: 3 })
+            .on(Connection::Failover)
+            .delay(Duration::from_secs(1))
+            .await
+            .expect_err("a delayed job cannot fall back to `deferred`");
+        assert!(matches!(error, DispatchError::Store { .. }), "{error}");
+        assert_eq!(jobs.stats().of::<Deliver>().dispatched, 2);
+    }
+
+    #[tokio::test]
     async fn a_store_that_cannot_be_opened_names_the_file_and_the_step() {
         let path = std::env::temp_dir()
             .join("batch-durable-no-such-dir")
@@ -886,5 +959,7 @@ mod tests {
     fn durable_parses_from_configuration() {
         assert_eq!("durable".parse::<Connection>(), Ok(Connection::Durable));
         assert_eq!(Connection::Durable.to_string(), "durable");
+        assert_eq!("failover".parse::<Connection>(), Ok(Connection::Failover));
+        assert_eq!(Connection::Failover.to_string(), "failover");
     }
 }
