@@ -34,7 +34,7 @@ pub enum Connection {
     /// Stored (a SQLite file, through apalis) before the dispatch
     /// returns, then run by a durable worker in this process or another:
     /// survives the process being killed. Needs the `durable-sqlite`
-    /// feature and [`JobsBuilder::durable`].
+    /// feature and `JobsBuilder::durable`.
     Durable,
     /// `durable`, and when the store cannot take the job, `deferred` with
     /// a logged warning; [`Dispatched::connection`] says which. Needs both
