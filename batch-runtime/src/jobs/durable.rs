@@ -46,6 +46,25 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 /// delayed jobs that came due and for retried ones.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
+tokio::task_local! {
+    /// The id in the store of the durable job this task runs.
+    static STORED_ID: String;
+}
+
+/// Inside [`Job::handle`] (and `failed`) of a job run by a
+/// [`DurableWorker`]: the job's id in the store, the same on every run of
+/// it. Delivery is at-least-once, so a job that has effects outside
+/// this process can record this id with them and skip an id it has
+/// already seen. `None` outside a durable run.
+///
+/// ```
+/// use batch_runtime::jobs::durable;
+/// assert_eq!(durable::stored_id(), None);
+/// ```
+pub fn stored_id() -> Option<String> {
+    STORED_ID.try_with(|id| id.clone()).ok()
+}
+
 /// What is stored: the job's name and its JSON.
 #[derive(Serialize, Deserialize)]
 struct Envelope {
@@ -434,6 +453,7 @@ impl<C: Send + Sync + 'static> DurableWorker<C> {
 async fn handle_stored<C: Send + Sync + 'static>(
     envelope: Envelope,
     shared: Data<Arc<Shared<C>>>,
+    task_id: TaskId,
 ) -> Result<(), BoxDynError> {
     let Some(runner) = shared.registry.runners.get(envelope.job.as_str()) else {
         tracing::error!(
@@ -451,7 +471,11 @@ async fn handle_stored<C: Send + Sync + 'static>(
         connection: Connection::Durable,
         counters: shared.counters.clone(),
     };
-    runner(envelope.payload, shared.ctx.clone(), run)
+    STORED_ID
+        .scope(
+            task_id.to_string(),
+            runner(envelope.payload, shared.ctx.clone(), run),
+        )
         .await
         // `JobError` is not a `std::error::Error` (it converts from every
         // one); the store keeps its message as the last result.
@@ -499,20 +523,28 @@ mod tests {
     /// Records which orders ran, and publishes how many runs there were.
     struct Ledger {
         runs: Mutex<Vec<u64>>,
+        stored_ids: Mutex<Vec<Option<String>>>,
         count: watch::Sender<usize>,
         failed_hook: watch::Sender<u32>,
+        gate: tokio::sync::Semaphore,
     }
 
     impl Ledger {
         fn new() -> Arc<Ledger> {
             Arc::new(Ledger {
                 runs: Mutex::new(Vec::new()),
+                stored_ids: Mutex::new(Vec::new()),
                 count: watch::channel(0).0,
                 failed_hook: watch::channel(0).0,
+                gate: tokio::sync::Semaphore::new(0),
             })
         }
 
         fn record(&self, order: u64) {
+            self.stored_ids
+                .lock()
+                .expect("ledger lock")
+                .push(stored_id());
             let mut runs = self.runs.lock().expect("ledger lock");
             runs.push(order);
             let n = runs.len();
@@ -593,6 +625,22 @@ mod tests {
         }
     }
 
+    /// Waits for the ledger's gate to open.
+    #[derive(Serialize, Deserialize)]
+    struct Gated {
+        order: u64,
+    }
+
+    impl Job for Gated {
+        const NAME: &'static str = "gated";
+        type Context = Ledger;
+        async fn handle(&self, ledger: &Ledger) -> Result<(), JobError> {
+            ledger.record(self.order);
+            let _permit = ledger.gate.acquire().await?;
+            Ok(())
+        }
+    }
+
     fn spawn_worker(
         jobs: &Jobs<Ledger>,
         name: &str,
@@ -605,6 +653,7 @@ mod tests {
                 r.register::<Deliver>()
                     .register::<Refund>()
                     .register::<Invoice>()
+                    .register::<Gated>()
             })
             .expect("durable is configured");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -713,7 +762,8 @@ mod tests {
             .expect("store opens")
             .heartbeat(heartbeat);
         let jobs = Jobs::builder(ledger.clone()).durable(store).build();
-        jobs.dispatch(Invoice { order: 5 })
+        let dispatched = jobs
+            .dispatch(Invoice { order: 5 })
             .on(Connection::Durable)
             .await
             .expect("the store takes the job");
@@ -727,6 +777,11 @@ mod tests {
         let recovered_after = killed_at.elapsed();
         stop_worker(stop, task).await;
         assert_eq!(ledger.sorted_runs(), vec![5, 5]);
+        // Both runs see the same stored id: `handle` can de-duplicate on it.
+        let ids = ledger.stored_ids.lock().expect("ledger lock").clone();
+        assert_eq!(ids.len(), 2);
+        assert!(ids[0].is_some() && ids[0] == ids[1], "{ids:?}");
+        assert_eq!(ids[0].as_deref(), dispatched.stored_id());
         assert_eq!(jobs.stats().of::<Invoice>().succeeded, 1);
         // Two heartbeats, at whole-second resolution, plus one to notice.
         assert!(
@@ -779,6 +834,35 @@ mod tests {
             delayed_ran_after >= Duration::from_secs(1),
             "ran after {delayed_ran_after:?}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_told_to_stop_finishes_its_job_in_flight_before_returning() {
+        let db = TempDb::new("graceful");
+        let ledger = Ledger::new();
+        let store = DurableStore::sqlite(&db.0).await.expect("store opens");
+        let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+        jobs.dispatch(Gated { order: 8 })
+            .on(Connection::Durable)
+            .await
+            .expect("the store takes the job");
+        let (stop, mut task) = spawn_worker(&jobs, "graceful-worker");
+        ledger.wait_runs(1).await;
+        let _ = stop.send(());
+        assert!(
+            timeout(Duration::from_millis(300), &mut task)
+                .await
+                .is_err(),
+            "the worker returned while its job was still running"
+        );
+        ledger.gate.add_permits(1);
+        timeout(LIMIT, task)
+            .await
+            .expect("the worker returns once its job is done")
+            .expect("the worker task did not panic")
+            .expect("the worker stopped without a store error");
+        let counts = store.counts().await.expect("the store counts");
+        assert_eq!((counts.done, counts.running, counts.pending), (1, 0, 0));
     }
 
     #[tokio::test]
