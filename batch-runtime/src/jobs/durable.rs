@@ -10,6 +10,58 @@
 //! and `failed` hook run inside one stored execution, exactly as on the
 //! other connections. A job whose last attempt failed stays in the store
 //! as failed; one interrupted by a crash goes back to pending.
+//!
+//! A worker in the server's own process, stopped with the server:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use axum::extract::State;
+//! use axum::routing::post;
+//! use axum::Router;
+//! use batch_runtime::jobs::durable::DurableStore;
+//! use batch_runtime::jobs::{Connection, Job, JobError, Jobs};
+//! use serde::{Deserialize, Serialize};
+//!
+//! struct AppState;
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Refund { order: u64 }
+//!
+//! impl Job for Refund {
+//!     const NAME: &'static str = "refund";
+//!     type Context = AppState;
+//!     async fn handle(&self, _: &AppState) -> Result<(), JobError> { Ok(()) }
+//! }
+//!
+//! async fn cancel(State(jobs): State<Jobs<AppState>>) -> Result<&'static str, String> {
+//!     // Returns once the refund is committed to `jobs.db`.
+//!     jobs.dispatch(Refund { order: 17 }).on(Connection::Durable).await.map_err(|e| e.to_string())?;
+//!     Ok("refund on its way")
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let store = DurableStore::sqlite("jobs.db").await?;
+//!     let jobs = Jobs::builder(Arc::new(AppState)).durable(store).build();
+//!     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//!     let worker = jobs.durable_worker("web-1", |r| r.register::<Refund>())?;
+//!     let worker = tokio::spawn(worker.run_until(async { let _ = stopped.await; }));
+//!
+//!     let app = Router::new().route("/cancel", post(cancel)).with_state(jobs);
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     axum::serve(listener, app)
+//!         .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+//!         .await?;
+//!     // The worker takes no new job and returns once those in flight are done.
+//!     let _ = stop.send(());
+//!     worker.await??;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A worker as a process of its own (run several against one file) is the
+//! same `Jobs` and `durable_worker(..).run_until(..)` in a `main` with no
+//! server.
 
 use std::collections::HashMap;
 use std::fmt;
