@@ -36,10 +36,11 @@ const UPSTREAM: &str = "BATCH_DURABLE_UPSTREAM";
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const LIMIT: Duration = Duration::from_secs(90);
 
-/// What a durable job's `handle` gets: where to post.
+/// What a durable job's `handle` gets: where to post, and who posts.
 struct Upstream {
     client: Client,
     base: String,
+    worker: String,
 }
 
 /// Posts its order to the counting upstream.
@@ -53,7 +54,7 @@ impl Job for Hit {
     type Context = Upstream;
 
     async fn handle(&self, up: &Upstream) -> Result<(), JobError> {
-        let url = format!("{}/hit/{}", up.base, self.order);
+        let url = format!("{}/hit/{}/{}", up.base, self.order, up.worker);
         let response = up.client.send(Request::post(url)).await?;
         if !response.status().is_success() {
             return Err(JobError::new(format!(
@@ -84,6 +85,7 @@ async fn worker_child(name: String) {
     let ctx = Arc::new(Upstream {
         client: Client::new(),
         base: required_env(UPSTREAM),
+        worker: name.clone(),
     });
     let jobs = Jobs::builder(ctx).durable(open_store(&db).await).build();
     let worker = jobs
@@ -103,6 +105,7 @@ async fn server_child() {
     let ctx = Arc::new(Upstream {
         client: Client::new(),
         base: required_env(UPSTREAM),
+        worker: "server".to_owned(),
     });
     let jobs = Jobs::builder(ctx).durable(open_store(&db).await).build();
     async fn checkout(State(jobs): State<Jobs<Upstream>>, Path(order): Path<u64>) -> String {
@@ -125,6 +128,7 @@ async fn server_child() {
 #[derive(Clone)]
 struct Counter {
     hits: Arc<Mutex<BTreeMap<u64, u32>>>,
+    by_worker: Arc<Mutex<BTreeMap<String, u32>>>,
     total: watch::Sender<usize>,
 }
 
@@ -132,17 +136,22 @@ impl Counter {
     async fn serve() -> (Counter, String) {
         let counter = Counter {
             hits: Arc::default(),
+            by_worker: Arc::default(),
             total: watch::channel(0).0,
         };
-        async fn hit(State(counter): State<Counter>, Path(order): Path<u64>) -> &'static str {
+        async fn hit(
+            State(counter): State<Counter>,
+            Path((order, worker)): Path<(u64, String)>,
+        ) -> &'static str {
             // A little work per job, so that some are in flight at a kill.
             tokio::time::sleep(Duration::from_millis(5)).await;
             *counter.hits.lock().unwrap().entry(order).or_insert(0) += 1;
+            *counter.by_worker.lock().unwrap().entry(worker).or_insert(0) += 1;
             counter.total.send_modify(|t| *t += 1);
             "counted"
         }
         let app = Router::new()
-            .route("/hit/{order}", post(hit))
+            .route("/hit/{order}/{worker}", post(hit))
             .with_state(counter.clone());
         let base = format!("http://{}", serve(app).await);
         (counter, base)
@@ -216,6 +225,50 @@ async fn start_child(role: &str, db: &FsPath, upstream: &str) -> (Child, String)
     (child, line)
 }
 
+/// The parent's `Jobs`: it only dispatches.
+async fn dispatcher(db: &FsPath, upstream: &str) -> Jobs<Upstream> {
+    Jobs::builder(Arc::new(Upstream {
+        client: Client::new(),
+        base: upstream.to_owned(),
+        worker: "parent".to_owned(),
+    }))
+    .durable(open_store(db).await)
+    .build()
+}
+
+async fn three_worker_processes_on_one_sqlite_file_run_each_job_exactly_once() {
+    const N: u64 = 1_000;
+    let db = TempDb::new("three");
+    let (counter, upstream) = Counter::serve().await;
+    let jobs = dispatcher(&db.0, &upstream).await;
+    let mut workers = Vec::new();
+    for name in ["worker:a", "worker:b", "worker:c"] {
+        workers.push(start_child(name, &db.0, &upstream).await.0);
+    }
+    // Dispatched while the workers run: they share the file with them.
+    for order in 0..N {
+        jobs.dispatch(Hit { order })
+            .on(Connection::Durable)
+            .await
+            .expect("the store takes the job");
+    }
+    counter.wait_total(N as usize).await;
+    for worker in &mut workers {
+        kill_9(worker).await;
+    }
+    let hits = counter.hits.lock().unwrap().clone();
+    assert_eq!(hits.len() as u64, N);
+    assert!(
+        hits.values().all(|n| *n == 1),
+        "run twice: {:?}",
+        hits.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    let split = counter.by_worker.lock().unwrap().clone();
+    assert_eq!(split.values().sum::<u32>() as u64, N);
+    assert_eq!(split.len(), 3, "every worker took jobs: {split:?}");
+    println!("  three workers, {N} jobs, split {split:?}");
+}
+
 /// SIGKILL, and reap it.
 async fn kill_9(child: &mut Child) {
     child.kill().await.expect("SIGKILL the child");
@@ -225,12 +278,7 @@ async fn every_job_reaches_the_upstream_after_the_worker_is_killed_with_sigkill_
     const N: u64 = 200;
     let db = TempDb::new("sigkill");
     let (counter, upstream) = Counter::serve().await;
-    let jobs = Jobs::builder(Arc::new(Upstream {
-        client: Client::new(),
-        base: upstream.clone(),
-    }))
-    .durable(open_store(&db.0).await)
-    .build();
+    let jobs = dispatcher(&db.0, &upstream).await;
     for order in 0..N {
         jobs.dispatch(Hit { order })
             .on(Connection::Durable)
@@ -334,6 +382,7 @@ fn main() {
     let tests = tests![
         every_job_reaches_the_upstream_after_the_worker_is_killed_with_sigkill_mid_run,
         a_job_stored_by_a_server_killed_right_after_its_response_is_run_by_a_fresh_worker,
+        three_worker_processes_on_one_sqlite_file_run_each_job_exactly_once,
     ];
     let filters: Vec<String> = std::env::args()
         .skip(1)
