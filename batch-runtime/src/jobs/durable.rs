@@ -80,6 +80,7 @@ use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_sqlite::{Config, SqliteConnectOptions, SqlitePoolOptions, SqliteStorage};
 use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 
 use super::attempt::{in_process, run_attempts, Run};
 use super::dispatch::{Connection, DispatchError, JobId};
@@ -186,14 +187,27 @@ impl DurableStore {
             .filename(path)
             .create_if_missing(true)
             // A writer waits for another process' lock instead of failing.
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // In WAL mode a commit is in the file before `push` returns, so
+            // it survives the process being killed; an OS crash may lose
+            // the last commits but never corrupts the file.
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        // apalis' setup turns `synchronous` OFF on the connection it runs
+        // on: run it on a pool of its own, closed before the store's.
+        let setup = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| StoreError::new(&location, "opening the file", e))?;
+        SqliteStorage::setup(&setup)
+            .await
+            .map_err(|e| StoreError::new(&location, "setting up the schema", e))?;
+        setup.close().await;
         let pool = SqlitePoolOptions::new()
             .connect_with(options)
             .await
             .map_err(|e| StoreError::new(&location, "opening the file", e))?;
-        SqliteStorage::setup(&pool)
-            .await
-            .map_err(|e| StoreError::new(&location, "setting up the schema", e))?;
         let storage = SqliteStorage::new(&pool).with_config(
             Config::default()
                 .queue(QUEUE)
@@ -1045,6 +1059,32 @@ mod tests {
             .expect_err("a delayed job cannot fall back to `deferred`");
         assert!(matches!(error, DispatchError::Store { .. }), "{error}");
         assert_eq!(jobs.stats().of::<Deliver>().dispatched, 2);
+    }
+
+    #[tokio::test]
+    async fn every_connection_of_the_store_commits_with_wal_and_synchronous_normal() {
+        let db = TempDb::new("pragmas");
+        let store = DurableStore::sqlite(&db.0).await.expect("store opens");
+        let pool = store.inner.storage.pool();
+        // Hold several connections at once, so the one that ran the schema
+        // setup is among them.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(pool.acquire().await.expect("a connection"));
+        }
+        for conn in &mut held {
+            let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+                .fetch_one(&mut **conn)
+                .await
+                .expect("journal_mode");
+            let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+                .fetch_one(&mut **conn)
+                .await
+                .expect("synchronous");
+            // 1 = NORMAL: in WAL mode a commit survives the process being
+            // killed; 0 (OFF) would not survive an OS crash consistently.
+            assert_eq!((mode.as_str(), sync), ("wal", 1));
+        }
     }
 
     #[tokio::test]
