@@ -1087,6 +1087,92 @@ mod tests {
         }
     }
 
+    /// Not registered with the test workers.
+    #[derive(Serialize, Deserialize)]
+    struct Unknown {
+        order: u64,
+    }
+
+    impl Job for Unknown {
+        const NAME: &'static str = "unknown";
+        type Context = Ledger;
+        async fn handle(&self, ledger: &Ledger) -> Result<(), JobError> {
+            ledger.record(self.order);
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_the_worker_does_not_know_is_kept_as_failed_saying_how_to_register_it() {
+        let db = TempDb::new("unknown");
+        let ledger = Ledger::new();
+        let store = DurableStore::sqlite(&db.0).await.expect("store opens");
+        let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+        jobs.dispatch(Unknown { order: 1 })
+            .on(Connection::Durable)
+            .await
+            .expect("the store takes the job");
+        let (stop, task) = spawn_worker(&jobs, "unknowing-worker");
+        wait_counts(&store, |c| c.failed == 1).await;
+        stop_worker(stop, task).await;
+        let failed = store.failed_jobs().await.expect("the store lists");
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].job, "unknown");
+        assert!(
+            failed[0]
+                .last_error
+                .contains("job `unknown` is not registered with this worker; add `registry.register::<unknown>()`"),
+            "{failed:?}"
+        );
+        assert!(ledger.sorted_runs().is_empty());
+    }
+
+    /// A map with non-string keys: not JSON.
+    #[derive(Serialize, Deserialize)]
+    struct NotJson {
+        by_pair: HashMap<(u8, u8), u8>,
+    }
+
+    impl Job for NotJson {
+        const NAME: &'static str = "not-json";
+        type Context = Ledger;
+        async fn handle(&self, _: &Ledger) -> Result<(), JobError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_that_does_not_serialize_is_refused_and_nothing_is_stored() {
+        let db = TempDb::new("notjson");
+        let store = DurableStore::sqlite(&db.0).await.expect("store opens");
+        let jobs = Jobs::builder(Ledger::new()).durable(store.clone()).build();
+        let error = jobs
+            .dispatch(NotJson {
+                by_pair: HashMap::from([((1, 2), 3)]),
+            })
+            .on(Connection::Durable)
+            .await
+            .expect_err("a tuple-keyed map is not JSON");
+        assert!(
+            matches!(
+                error,
+                DispatchError::Serialize {
+                    job: "not-json",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("does not serialize to JSON"),
+            "{error}"
+        );
+        assert_eq!(
+            store.counts().await.expect("counts"),
+            StoreCounts::default()
+        );
+    }
+
     #[tokio::test]
     async fn a_store_that_cannot_be_opened_names_the_file_and_the_step() {
         let path = std::env::temp_dir()
