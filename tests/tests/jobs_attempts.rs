@@ -304,7 +304,7 @@ fn an_unknown_connection_name_is_a_clear_error() {
     let error = "redis".parse::<Connection>().unwrap_err();
     assert_eq!(
         error.to_string(),
-        "unknown job connection `redis`: expected one of `sync`, `deferred`, `background`"
+        "unknown job connection `redis`: expected one of `sync`, `deferred`, `background`, `durable`, `failover`"
     );
     assert_eq!(
         "background".parse::<Connection>(),

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use super::attempt::{in_process, run_attempts, Run};
 use super::background::{Background, BackgroundConfig, ChildStats, ShutdownReport};
+#[cfg(feature = "durable-sqlite")]
+use super::durable::{DurableRegistry, DurableStore, DurableWorker, StoreError};
 use super::fake::{FakeLog, JobsFake};
 use super::job::{Job, JobError};
 use super::stats::{Counters, Stats};
@@ -29,15 +31,27 @@ pub enum Connection {
     /// In a child process of this binary: a crash there fails only that
     /// job. Needs [`child_entry`](super::background::child_entry) in `main`.
     Background,
+    /// Stored (a SQLite file, through apalis) before the dispatch
+    /// returns, then run by a durable worker in this process or another:
+    /// survives the process being killed. Needs the `durable-sqlite`
+    /// feature and `JobsBuilder::durable`.
+    Durable,
+    /// `durable`, and when the store cannot take the job, `deferred` with
+    /// a logged warning; [`Dispatched::connection`] says which. Needs both
+    /// configured.
+    Failover,
 }
 
 impl Connection {
-    /// The connection's name: `sync`, `deferred` or `background`.
+    /// The connection's name: `sync`, `deferred`, `background`, `durable`
+    /// or `failover`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Connection::Sync => "sync",
             Connection::Deferred => "deferred",
             Connection::Background => "background",
+            Connection::Durable => "durable",
+            Connection::Failover => "failover",
         }
     }
 }
@@ -51,12 +65,15 @@ impl fmt::Display for Connection {
 impl FromStr for Connection {
     type Err = DispatchError;
 
-    /// Parses `sync`, `deferred` or `background` (from configuration).
+    /// Parses `sync`, `deferred`, `background`, `durable` or `failover`
+    /// (from configuration).
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         match name {
             "sync" => Ok(Connection::Sync),
             "deferred" => Ok(Connection::Deferred),
             "background" => Ok(Connection::Background),
+            "durable" => Ok(Connection::Durable),
+            "failover" => Ok(Connection::Failover),
             other => Err(DispatchError::UnknownConnection {
                 name: other.to_owned(),
             }),
@@ -100,7 +117,7 @@ pub enum DispatchError {
         connection: Connection,
     },
     /// A connection name (from configuration) that does not exist.
-    #[error("unknown job connection `{name}`: expected one of `sync`, `deferred`, `background`")]
+    #[error("unknown job connection `{name}`: expected one of `sync`, `deferred`, `background`, `durable`, `failover`")]
     UnknownConnection {
         /// The name given.
         name: String,
@@ -120,6 +137,26 @@ pub enum DispatchError {
         /// serde_json's error.
         message: String,
     },
+    /// A delay was asked for on a connection that runs jobs at once: only
+    /// `durable` stores a job to run later.
+    #[error("cannot dispatch job `{job}` on `{connection}` with a delay: only the `durable` connection can run a job later; dispatch it `.on(Connection::Durable)` or without `.delay(..)`")]
+    DelayUnsupported {
+        /// The job's name.
+        job: &'static str,
+        /// The connection asked for.
+        connection: Connection,
+    },
+    /// The durable store could not take the job (the file is unwritable,
+    /// the disk is full, the database is locked for too long). The job
+    /// was not stored and will not run.
+    #[cfg(feature = "durable-sqlite")]
+    #[error("cannot dispatch job `{job}` on `durable`: {error}")]
+    Store {
+        /// The job's name.
+        job: &'static str,
+        /// What the store said.
+        error: StoreError,
+    },
 }
 
 fn how_to_configure(connection: Connection) -> &'static str {
@@ -130,6 +167,12 @@ fn how_to_configure(connection: Connection) -> &'static str {
         }
         Connection::Background => {
             "add `.background(BackgroundConfig::default())` to `Jobs::builder` and call `child_entry` first in `main`"
+        }
+        Connection::Durable => {
+            "enable batch-runtime's `durable-sqlite` feature, open a `DurableStore` and add `.durable(store)` to `Jobs::builder`"
+        }
+        Connection::Failover => {
+            "it needs both `durable` and `deferred`: enable batch-runtime's `durable-sqlite` feature and add `.durable(store)` and `.deferred(&defer_runtime)` to `Jobs::builder`"
         }
     }
 }
@@ -182,6 +225,8 @@ enum Backend<C> {
         ctx: Arc<C>,
         deferred: Option<DeferRuntime>,
         background: Option<Background>,
+        #[cfg(feature = "durable-sqlite")]
+        durable: Option<DurableStore>,
     },
     Fake(Arc<FakeLog<C>>),
 }
@@ -219,6 +264,8 @@ pub struct JobsBuilder<C> {
     ctx: Arc<C>,
     deferred: Option<DeferRuntime>,
     background: Option<BackgroundConfig>,
+    #[cfg(feature = "durable-sqlite")]
+    durable: Option<DurableStore>,
     default: Connection,
 }
 
@@ -239,6 +286,14 @@ impl<C: Send + Sync + 'static> JobsBuilder<C> {
         self
     }
 
+    /// Enables `durable`: jobs are stored in `store` before the dispatch
+    /// returns; a [`DurableWorker`] (here or in another process) runs them.
+    #[cfg(feature = "durable-sqlite")]
+    pub fn durable(mut self, store: DurableStore) -> Self {
+        self.durable = Some(store);
+        self
+    }
+
     /// The connection [`Jobs::dispatch`] uses without `.on(..)` (default
     /// [`Connection::Sync`]).
     pub fn default_connection(mut self, connection: Connection) -> Self {
@@ -254,6 +309,8 @@ impl<C: Send + Sync + 'static> JobsBuilder<C> {
                     ctx: self.ctx,
                     deferred: self.deferred,
                     background: self.background.map(Background::new),
+                    #[cfg(feature = "durable-sqlite")]
+                    durable: self.durable,
                 },
                 default: self.default,
                 counters: Counters::default(),
@@ -270,6 +327,8 @@ impl<C: Send + Sync + 'static> Jobs<C> {
             ctx,
             deferred: None,
             background: None,
+            #[cfg(feature = "durable-sqlite")]
+            durable: None,
             default: Connection::Sync,
         }
     }
@@ -299,6 +358,47 @@ impl<C: Send + Sync + 'static> Jobs<C> {
             jobs: self,
             job,
             always: false,
+            delay: None,
+        }
+    }
+
+    /// A worker for the jobs stored on the `durable` connection, running
+    /// them with this `Jobs`' context; `register` lists the job types it
+    /// runs. Start it with [`DurableWorker::run_until`], in the server's
+    /// process or in a process of its own.
+    #[cfg(feature = "durable-sqlite")]
+    pub fn durable_worker(
+        &self,
+        name: &str,
+        register: impl FnOnce(&mut DurableRegistry<C>) -> &mut DurableRegistry<C>,
+    ) -> Result<DurableWorker<C>, DispatchError> {
+        let not_configured = DispatchError::NotConfigured {
+            job: "(durable worker)",
+            connection: Connection::Durable,
+        };
+        match &self.inner.backend {
+            Backend::Real {
+                ctx,
+                durable: Some(store),
+                ..
+            } => Ok(DurableWorker::new(
+                name,
+                store.clone(),
+                ctx.clone(),
+                self.inner.counters.clone(),
+                register,
+            )),
+            _ => Err(not_configured),
+        }
+    }
+
+    /// The `durable` connection's store, if configured: its counts, its
+    /// failed jobs, retry by id.
+    #[cfg(feature = "durable-sqlite")]
+    pub fn durable_store(&self) -> Option<&DurableStore> {
+        match &self.inner.backend {
+            Backend::Real { durable, .. } => durable.as_ref(),
+            Backend::Fake(_) => None,
         }
     }
 
@@ -356,7 +456,19 @@ impl<C: Send + Sync + 'static> Jobs<C> {
         job: J,
         connection: Connection,
         always: bool,
+        delay: Option<Duration>,
     ) -> Result<Dispatched, DispatchError> {
+        if delay.is_some() && !matches!(connection, Connection::Durable | Connection::Failover) {
+            return Err(DispatchError::DelayUnsupported {
+                job: J::NAME,
+                connection,
+            });
+        }
+        #[cfg(feature = "durable-sqlite")]
+        let durable = match &self.inner.backend {
+            Backend::Real { durable, .. } => durable,
+            Backend::Fake(_) => &None,
+        };
         let (ctx, deferred, background) = match &self.inner.backend {
             Backend::Fake(log) => {
                 let id = log.record(job, connection, always);
@@ -366,6 +478,7 @@ impl<C: Send + Sync + 'static> Jobs<C> {
                 ctx,
                 deferred,
                 background,
+                ..
             } => (ctx, deferred, background),
         };
         let not_configured = DispatchError::NotConfigured {
@@ -382,6 +495,7 @@ impl<C: Send + Sync + 'static> Jobs<C> {
                     id: run.id,
                     connection,
                     outcome: Some(outcome),
+                    stored_id: None,
                 })
             }
             Connection::Deferred => {
@@ -404,6 +518,50 @@ impl<C: Send + Sync + 'static> Jobs<C> {
                 self.inner.counters.update(J::NAME, |s| s.dispatched += 1);
                 Ok(Dispatched::queued(id, connection))
             }
+            #[cfg(feature = "durable-sqlite")]
+            Connection::Durable => {
+                let store = durable.as_ref().ok_or(not_configured)?;
+                let stored = store.push(&job, delay).await?;
+                self.inner.counters.update(J::NAME, |s| s.dispatched += 1);
+                Ok(Dispatched {
+                    stored_id: Some(stored),
+                    ..Dispatched::queued(JobId::next(), connection)
+                })
+            }
+            #[cfg(feature = "durable-sqlite")]
+            Connection::Failover => {
+                let (Some(store), Some(runtime)) = (durable.as_ref(), deferred.as_ref()) else {
+                    return Err(not_configured);
+                };
+                let error = match store.push(&job, delay).await {
+                    Ok(stored) => {
+                        self.inner.counters.update(J::NAME, |s| s.dispatched += 1);
+                        return Ok(Dispatched {
+                            stored_id: Some(stored),
+                            ..Dispatched::queued(JobId::next(), Connection::Durable)
+                        });
+                    }
+                    // A delayed job cannot run later on `deferred`.
+                    Err(error @ DispatchError::Store { .. }) if delay.is_none() => error,
+                    Err(error) => return Err(error),
+                };
+                tracing::warn!(
+                    job = J::NAME,
+                    %error,
+                    "failover: the durable store could not take the job; running it on `deferred` (it will not survive a crash)"
+                );
+                let run = self.run_for(Connection::Deferred);
+                let id = run.id;
+                let ctx = ctx.clone();
+                self.inner.counters.update(J::NAME, |s| s.dispatched += 1);
+                defer::scope(runtime, |deferred| async move {
+                    register_deferred(&deferred, job, ctx, run, always);
+                })
+                .await;
+                Ok(Dispatched::queued(id, Connection::Deferred))
+            }
+            #[cfg(not(feature = "durable-sqlite"))]
+            Connection::Durable | Connection::Failover => Err(not_configured),
         }
     }
 }
@@ -435,6 +593,7 @@ pub struct Dispatch<'j, C, J> {
     jobs: &'j Jobs<C>,
     job: J,
     always: bool,
+    delay: Option<Duration>,
 }
 
 impl<'j, C: Send + Sync + 'static, J: Job<Context = C>> Dispatch<'j, C, J> {
@@ -497,6 +656,14 @@ impl<'j, C: Send + Sync + 'static, J: Job<Context = C>> DispatchOn<'j, C, J> {
         self.dispatch.always = true;
         self
     }
+
+    /// On `durable`: the job runs no earlier than `delay` from now (whole
+    /// seconds: the store keeps the time in seconds). Other connections
+    /// refuse a delay with [`DispatchError::DelayUnsupported`].
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.dispatch.delay = Some(delay);
+        self
+    }
 }
 
 impl<'j, C: Send + Sync + 'static, J: Job<Context = C>> IntoFuture for DispatchOn<'j, C, J> {
@@ -508,8 +675,13 @@ impl<'j, C: Send + Sync + 'static, J: Job<Context = C>> IntoFuture for DispatchO
     /// when it is done; `background` returns once the job is queued for a
     /// child.
     fn into_future(self) -> Self::IntoFuture {
-        let Dispatch { jobs, job, always } = self.dispatch;
-        Box::pin(jobs.send(job, self.connection, always))
+        let Dispatch {
+            jobs,
+            job,
+            always,
+            delay,
+        } = self.dispatch;
+        Box::pin(jobs.send(job, self.connection, always, delay))
     }
 }
 
@@ -519,6 +691,7 @@ pub struct Dispatched {
     id: JobId,
     connection: Connection,
     outcome: Option<Result<(), JobError>>,
+    stored_id: Option<String>,
 }
 
 impl Dispatched {
@@ -527,6 +700,7 @@ impl Dispatched {
             id,
             connection,
             outcome: None,
+            stored_id: None,
         }
     }
 
@@ -538,6 +712,12 @@ impl Dispatched {
     /// The connection it went to.
     pub fn connection(&self) -> Connection {
         self.connection
+    }
+
+    /// On `durable`, the job's id in the store (a ULID): for
+    /// `DurableStore::retry` and to match log lines. `None` elsewhere.
+    pub fn stored_id(&self) -> Option<&str> {
+        self.stored_id.as_deref()
     }
 
     /// On `sync` only, the outcome of the last attempt (`failed` has run

@@ -1,0 +1,426 @@
+//! The `durable` connection across process deaths: workers and a server
+//! are child processes of this test binary, killed with SIGKILL.
+//!
+//! This file has its own `main` (`harness = false` in Cargo.toml): with
+//! `BATCH_DURABLE_ROLE` set, the binary is a child (a durable worker, or a
+//! server that dispatches a durable job per request) and runs until it is
+//! killed; without it, `main` runs each test below under a 120 s timeout,
+//! prints `test <name> ... ok|FAILED` and exits non-zero if any failed.
+//! Needs `--features durable-sqlite`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path as FsPath, PathBuf};
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::Router;
+use batch_runtime::jobs::durable::DurableStore;
+use batch_runtime::jobs::{Connection, Job, JobError, Jobs};
+use batch_runtime::{Client, Request};
+use batch_tests::serve;
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+const ROLE: &str = "BATCH_DURABLE_ROLE";
+const DB: &str = "BATCH_DURABLE_DB";
+const UPSTREAM: &str = "BATCH_DURABLE_UPSTREAM";
+const HEARTBEAT: Duration = Duration::from_secs(1);
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// What a durable job's `handle` gets: where to post, and who posts.
+struct Upstream {
+    client: Client,
+    base: String,
+    worker: String,
+}
+
+/// Posts its order to the counting upstream.
+#[derive(Serialize, Deserialize)]
+struct Hit {
+    order: u64,
+}
+
+impl Job for Hit {
+    const NAME: &'static str = "hit";
+    type Context = Upstream;
+
+    async fn handle(&self, up: &Upstream) -> Result<(), JobError> {
+        let url = format!("{}/hit/{}/{}", up.base, self.order, up.worker);
+        let response = up.client.send(Request::post(url)).await?;
+        if !response.status().is_success() {
+            return Err(JobError::new(format!(
+                "the upstream answered {}",
+                response.status()
+            )));
+        }
+        Ok(())
+    }
+}
+
+async fn open_store(db: &FsPath) -> DurableStore {
+    DurableStore::sqlite(db)
+        .await
+        .expect("the durable store opens")
+        .heartbeat(HEARTBEAT)
+}
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("the child needs {name}"))
+}
+
+// ---- the children ----
+
+/// A durable worker until killed.
+async fn worker_child(name: String) {
+    let db = PathBuf::from(required_env(DB));
+    let ctx = Arc::new(Upstream {
+        client: Client::new(),
+        base: required_env(UPSTREAM),
+        worker: name.clone(),
+    });
+    let jobs = Jobs::builder(ctx).durable(open_store(&db).await).build();
+    let worker = jobs
+        .durable_worker(&name, |r| r.register::<Hit>())
+        .expect("durable is configured");
+    println!("ready");
+    worker
+        .run_until(std::future::pending())
+        .await
+        .expect("the worker runs until it is killed");
+}
+
+/// A server whose `/checkout/{order}` stores a durable job and answers;
+/// prints its address.
+async fn server_child() {
+    let db = PathBuf::from(required_env(DB));
+    let ctx = Arc::new(Upstream {
+        client: Client::new(),
+        base: required_env(UPSTREAM),
+        worker: "server".to_owned(),
+    });
+    let jobs = Jobs::builder(ctx).durable(open_store(&db).await).build();
+    async fn checkout(State(jobs): State<Jobs<Upstream>>, Path(order): Path<u64>) -> String {
+        match jobs.dispatch(Hit { order }).on(Connection::Durable).await {
+            Ok(_) => format!("order {order} confirmed"),
+            Err(e) => format!("order {order} not queued: {e}"),
+        }
+    }
+    let app = Router::new()
+        .route("/checkout/{order}", post(checkout))
+        .with_state(jobs);
+    let addr = serve(app).await;
+    println!("listening {addr}");
+    std::future::pending::<()>().await;
+}
+
+// ---- the parent's side ----
+
+/// The counting upstream: every hit by order, and the total published.
+#[derive(Clone)]
+struct Counter {
+    hits: Arc<Mutex<BTreeMap<u64, u32>>>,
+    by_worker: Arc<Mutex<BTreeMap<String, u32>>>,
+    total: watch::Sender<usize>,
+}
+
+impl Counter {
+    async fn serve() -> (Counter, String) {
+        let counter = Counter {
+            hits: Arc::default(),
+            by_worker: Arc::default(),
+            total: watch::channel(0).0,
+        };
+        async fn hit(
+            State(counter): State<Counter>,
+            Path((order, worker)): Path<(u64, String)>,
+        ) -> &'static str {
+            // A little work per job, so that some are in flight at a kill.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            *counter.hits.lock().unwrap().entry(order).or_insert(0) += 1;
+            *counter.by_worker.lock().unwrap().entry(worker).or_insert(0) += 1;
+            counter.total.send_modify(|t| *t += 1);
+            "counted"
+        }
+        let app = Router::new()
+            .route("/hit/{order}/{worker}", post(hit))
+            .with_state(counter.clone());
+        let base = format!("http://{}", serve(app).await);
+        (counter, base)
+    }
+
+    async fn wait_total(&self, n: usize) {
+        let mut rx = self.total.subscribe();
+        tokio::time::timeout(LIMIT, rx.wait_for(|t| *t >= n))
+            .await
+            .unwrap_or_else(|_| panic!("the upstream did not reach {n} hits within {LIMIT:?}"))
+            .expect("the counter lives");
+    }
+
+    async fn wait_distinct(&self, n: usize) {
+        let mut rx = self.total.subscribe();
+        let hits = self.hits.clone();
+        tokio::time::timeout(LIMIT, rx.wait_for(move |_| hits.lock().unwrap().len() >= n))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {} of {n} jobs reached the upstream within {LIMIT:?}",
+                    self.hits.lock().unwrap().len()
+                )
+            })
+            .expect("the counter lives");
+    }
+}
+
+/// A SQLite file in the temp dir, removed with its WAL files on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new(name: &str) -> TempDb {
+        let path = std::env::temp_dir().join(format!(
+            "batch-durable-crash-{}-{name}.db",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        TempDb(path)
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = self.0.clone().into_os_string();
+            name.push(suffix);
+            let _ = std::fs::remove_file(name);
+        }
+    }
+}
+
+/// Starts this binary as a child in `role`; returns it once it printed its
+/// first line (`ready`, or `listening <addr>`), with that line.
+async fn start_child(role: &str, db: &FsPath, upstream: &str) -> (Child, String) {
+    let mut child = Command::new(std::env::current_exe().expect("the test binary's path"))
+        .env(ROLE, role)
+        .env(DB, db)
+        .env(UPSTREAM, upstream)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the child starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(LIMIT, lines.next_line())
+        .await
+        .expect("the child reports within the limit")
+        .expect("the child's stdout reads")
+        .expect("the child printed a line before exiting");
+    (child, line)
+}
+
+/// The parent's `Jobs`: it only dispatches.
+async fn dispatcher(db: &FsPath, upstream: &str) -> Jobs<Upstream> {
+    Jobs::builder(Arc::new(Upstream {
+        client: Client::new(),
+        base: upstream.to_owned(),
+        worker: "parent".to_owned(),
+    }))
+    .durable(open_store(db).await)
+    .build()
+}
+
+async fn three_worker_processes_on_one_sqlite_file_run_each_job_exactly_once() {
+    const N: u64 = 1_000;
+    let db = TempDb::new("three");
+    let (counter, upstream) = Counter::serve().await;
+    let jobs = dispatcher(&db.0, &upstream).await;
+    let mut workers = Vec::new();
+    for name in ["worker:a", "worker:b", "worker:c"] {
+        workers.push(start_child(name, &db.0, &upstream).await.0);
+    }
+    // Dispatched while the workers run: they share the file with them.
+    for order in 0..N {
+        jobs.dispatch(Hit { order })
+            .on(Connection::Durable)
+            .await
+            .expect("the store takes the job");
+    }
+    counter.wait_total(N as usize).await;
+    for worker in &mut workers {
+        kill_9(worker).await;
+    }
+    let hits = counter.hits.lock().unwrap().clone();
+    assert_eq!(hits.len() as u64, N);
+    assert!(
+        hits.values().all(|n| *n == 1),
+        "run twice: {:?}",
+        hits.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    let split = counter.by_worker.lock().unwrap().clone();
+    assert_eq!(split.values().sum::<u32>() as u64, N);
+    assert_eq!(split.len(), 3, "every worker took jobs: {split:?}");
+    println!("  three workers, {N} jobs, split {split:?}");
+}
+
+/// SIGKILL, and reap it.
+async fn kill_9(child: &mut Child) {
+    child.kill().await.expect("SIGKILL the child");
+}
+
+async fn every_job_reaches_the_upstream_after_the_worker_is_killed_with_sigkill_mid_run() {
+    const N: u64 = 200;
+    let db = TempDb::new("sigkill");
+    let (counter, upstream) = Counter::serve().await;
+    let jobs = dispatcher(&db.0, &upstream).await;
+    for order in 0..N {
+        jobs.dispatch(Hit { order })
+            .on(Connection::Durable)
+            .await
+            .expect("the store takes the job");
+    }
+
+    let (mut first, _) = start_child("worker:first", &db.0, &upstream).await;
+    counter.wait_total(50).await;
+    kill_9(&mut first).await;
+    let at_kill = *counter.total.borrow();
+
+    let started = Instant::now();
+    let (mut second, _) = start_child("worker:second", &db.0, &upstream).await;
+    counter.wait_distinct(N as usize).await;
+    let recovered_in = started.elapsed();
+    kill_9(&mut second).await;
+
+    let hits = counter.hits.lock().unwrap().clone();
+    assert_eq!(hits.len() as u64, N, "every job reached the upstream");
+    assert_eq!(
+        hits.keys().copied().collect::<Vec<_>>(),
+        (0..N).collect::<Vec<_>>()
+    );
+    let duplicated: Vec<u64> = hits
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(order, _)| *order)
+        .collect();
+    assert!(
+        hits.values().all(|n| *n <= 2),
+        "a job ran more than twice: {hits:?}"
+    );
+    // Only jobs in flight at the kill run twice: apalis locks up to
+    // `batch_size` (10) jobs per fetch and queues up to 4 x 10
+    // acknowledgements before writing them, so at most 50, and only jobs
+    // that had reached the upstream before the kill.
+    assert!(
+        duplicated.len() <= 50 && duplicated.len() <= at_kill,
+        "{} duplicates ({at_kill} hits before the kill)",
+        duplicated.len()
+    );
+    println!(
+        "  sigkill: {N} jobs, {at_kill} hits before the kill, {} run twice ({duplicated:?}), all done {:.1} s after the restart",
+        duplicated.len(),
+        recovered_in.as_secs_f64()
+    );
+}
+
+async fn a_job_stored_by_a_server_killed_right_after_its_response_is_run_by_a_fresh_worker() {
+    let db = TempDb::new("server");
+    let (counter, upstream) = Counter::serve().await;
+    let (mut server, line) = start_child("server", &db.0, &upstream).await;
+    let addr = line
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("the server printed `{line}`"))
+        .to_owned();
+    let reply = Client::new()
+        .send(Request::post(format!("http://{addr}/checkout/42")))
+        .await
+        .expect("the server answers");
+    assert_eq!(reply.text(), "order 42 confirmed");
+    kill_9(&mut server).await;
+    assert_eq!(*counter.total.borrow(), 0, "no worker has run yet");
+
+    let (mut worker, _) = start_child("worker:fresh", &db.0, &upstream).await;
+    counter.wait_total(1).await;
+    kill_9(&mut worker).await;
+    assert_eq!(
+        counter.hits.lock().unwrap().clone(),
+        BTreeMap::from([(42, 1)])
+    );
+}
+
+// ---- the harness ----
+
+type Test = fn() -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+macro_rules! tests {
+    ($($name:ident),* $(,)?) => {
+        [$((stringify!($name), (|| Box::pin($name()) as Pin<Box<dyn Future<Output = ()> + Send>>) as Test)),*]
+    };
+}
+
+fn main() {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    };
+    if let Ok(role) = std::env::var(ROLE) {
+        match role.strip_prefix("worker:") {
+            Some(name) => runtime().block_on(worker_child(name.to_owned())),
+            None => runtime().block_on(server_child()),
+        }
+        return;
+    }
+
+    let tests = tests![
+        every_job_reaches_the_upstream_after_the_worker_is_killed_with_sigkill_mid_run,
+        a_job_stored_by_a_server_killed_right_after_its_response_is_run_by_a_fresh_worker,
+        three_worker_processes_on_one_sqlite_file_run_each_job_exactly_once,
+    ];
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected: Vec<_> = tests
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    let total = selected.len();
+    println!("\nrunning {total} tests");
+    let mut failed = Vec::new();
+    for (name, test) in selected {
+        let runtime = runtime();
+        let outcome = runtime.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(120),
+                AssertUnwindSafe(test()).catch_unwind(),
+            )
+            .await
+        });
+        match outcome {
+            Ok(Ok(())) => println!("test {name} ... ok"),
+            Ok(Err(_)) => {
+                println!("test {name} ... FAILED");
+                failed.push(*name);
+            }
+            Err(_) => {
+                println!("test {name} ... FAILED (timed out after 120 s)");
+                failed.push(*name);
+            }
+        }
+        runtime.shutdown_timeout(Duration::from_secs(5));
+    }
+    if failed.is_empty() {
+        println!("\ntest result: ok. {total} passed; 0 failed");
+    } else {
+        println!("\ntest result: FAILED. failures: {failed:?}");
+        std::process::exit(1);
+    }
+}
