@@ -250,3 +250,66 @@ async fn gate(State(state): State<Arc<Shared>>, Path(n): Path<usize>) -> Json<se
     }
     Json(serde_json::json!({ "gate": n }))
 }
+
+/// One test of a harness-free test binary (see [`run_tests`]).
+pub type HarnessFreeTest = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// `[(name, test), ..]` for [`run_tests`], from async test functions.
+#[macro_export]
+macro_rules! harness_free_tests {
+    ($($name:ident),* $(,)?) => {
+        [$((
+            stringify!($name),
+            (|| ::std::boxed::Box::pin($name())
+                as ::std::pin::Pin<::std::boxed::Box<dyn ::std::future::Future<Output = ()> + Send>>)
+                as $crate::HarnessFreeTest,
+        )),*]
+    };
+}
+
+/// The test loop of a `harness = false` binary, whose own `main` must run
+/// first (a child-process entry). Runs the tests whose names contain one of
+/// the command-line filters (all without one), each on a fresh runtime under
+/// `limit`, prints libtest-style lines, and exits 1 on any failure.
+pub fn run_tests(tests: &[(&str, HarnessFreeTest)], limit: Duration) {
+    use futures::FutureExt;
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected: Vec<_> = tests
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    let total = selected.len();
+    println!("\nrunning {total} tests");
+    let mut failed = Vec::new();
+    for (name, test) in selected {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let outcome = runtime.block_on(async {
+            tokio::time::timeout(limit, std::panic::AssertUnwindSafe(test()).catch_unwind()).await
+        });
+        match outcome {
+            Ok(Ok(())) => println!("test {name} ... ok"),
+            Ok(Err(_)) => {
+                println!("test {name} ... FAILED");
+                failed.push(*name);
+            }
+            Err(_) => {
+                println!("test {name} ... FAILED (timed out after {limit:?})");
+                failed.push(*name);
+            }
+        }
+        runtime.shutdown_timeout(Duration::from_secs(5));
+    }
+    if failed.is_empty() {
+        println!("\ntest result: ok. {total} passed; 0 failed");
+    } else {
+        println!("\ntest result: FAILED. failures: {failed:?}");
+        std::process::exit(1);
+    }
+}

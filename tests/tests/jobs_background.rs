@@ -9,10 +9,7 @@
 //! non-zero if any failed. Arguments that do not start with `-` filter the
 //! tests by substring, as with libtest.
 
-use std::future::Future;
 use std::io::Write;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +20,6 @@ use batch_runtime::jobs::background::{child_entry, BackgroundConfig};
 use batch_runtime::jobs::{Backoff, Connection, DispatchError, Job, JobError, Jobs};
 use batch_runtime::{Client, Request};
 use batch_tests::serve;
-use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 /// The parent's context: what the `failed` hooks saw.
@@ -565,14 +561,6 @@ async fn each_attempt_has_a_span_with_job_id_connection_attempt_pid_and_outcome(
 
 // ---- the harness ----
 
-type Test = fn() -> Pin<Box<dyn Future<Output = ()> + Send>>;
-
-macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
-        [$((stringify!($name), (|| Box::pin($name()) as Pin<Box<dyn Future<Output = ()> + Send>>) as Test)),*]
-    };
-}
-
 fn main() {
     // In a child: run the job and exit. In the test process: returns.
     child_entry(Ctx::default, |registry| {
@@ -591,7 +579,7 @@ fn main() {
         .finish();
     tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
 
-    let tests = tests![
+    let tests = batch_tests::harness_free_tests![
         each_attempt_has_a_span_with_job_id_connection_attempt_pid_and_outcome,
         a_background_job_runs_in_another_process,
         abort_in_a_background_job_leaves_the_server_answering_and_the_failure_is_recorded,
@@ -602,47 +590,5 @@ fn main() {
         shutdown_waits_for_children_up_to_the_grace_and_reports_what_it_abandoned,
         an_unregistered_job_fails_with_a_clear_error,
     ];
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let selected: Vec<_> = tests
-        .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
-        .collect();
-    let total = selected.len();
-    println!("\nrunning {total} tests");
-    let mut failed = Vec::new();
-    for (name, test) in selected {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let outcome = runtime.block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(60),
-                AssertUnwindSafe(test()).catch_unwind(),
-            )
-            .await
-        });
-        match outcome {
-            Ok(Ok(())) => println!("test {name} ... ok"),
-            Ok(Err(_)) => {
-                println!("test {name} ... FAILED");
-                failed.push(*name);
-            }
-            Err(_) => {
-                println!("test {name} ... FAILED (timed out after 60 s)");
-                failed.push(*name);
-            }
-        }
-        runtime.shutdown_timeout(Duration::from_secs(5));
-    }
-    if failed.is_empty() {
-        println!("\ntest result: ok. {total} passed");
-    } else {
-        println!("\ntest result: FAILED. failures: {failed:?}");
-        std::process::exit(1);
-    }
+    batch_tests::run_tests(&tests, Duration::from_secs(60));
 }

@@ -9,10 +9,7 @@
 //! Needs `--features durable-sqlite`.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path as FsPath, PathBuf};
-use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +21,6 @@ use batch_runtime::jobs::durable::DurableStore;
 use batch_runtime::jobs::{Connection, Job, JobError, Jobs};
 use batch_runtime::{Client, Request};
 use batch_tests::serve;
-use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -355,14 +351,6 @@ async fn a_job_stored_by_a_server_killed_right_after_its_response_is_run_by_a_fr
 
 // ---- the harness ----
 
-type Test = fn() -> Pin<Box<dyn Future<Output = ()> + Send>>;
-
-macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
-        [$((stringify!($name), (|| Box::pin($name()) as Pin<Box<dyn Future<Output = ()> + Send>>) as Test)),*]
-    };
-}
-
 fn main() {
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
@@ -379,48 +367,10 @@ fn main() {
         return;
     }
 
-    let tests = tests![
+    let tests = batch_tests::harness_free_tests![
         every_job_reaches_the_upstream_after_the_worker_is_killed_with_sigkill_mid_run,
         a_job_stored_by_a_server_killed_right_after_its_response_is_run_by_a_fresh_worker,
         three_worker_processes_on_one_sqlite_file_run_each_job_exactly_once,
     ];
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let selected: Vec<_> = tests
-        .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
-        .collect();
-    let total = selected.len();
-    println!("\nrunning {total} tests");
-    let mut failed = Vec::new();
-    for (name, test) in selected {
-        let runtime = runtime();
-        let outcome = runtime.block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(120),
-                AssertUnwindSafe(test()).catch_unwind(),
-            )
-            .await
-        });
-        match outcome {
-            Ok(Ok(())) => println!("test {name} ... ok"),
-            Ok(Err(_)) => {
-                println!("test {name} ... FAILED");
-                failed.push(*name);
-            }
-            Err(_) => {
-                println!("test {name} ... FAILED (timed out after 120 s)");
-                failed.push(*name);
-            }
-        }
-        runtime.shutdown_timeout(Duration::from_secs(5));
-    }
-    if failed.is_empty() {
-        println!("\ntest result: ok. {total} passed; 0 failed");
-    } else {
-        println!("\ntest result: FAILED. failures: {failed:?}");
-        std::process::exit(1);
-    }
+    batch_tests::run_tests(&tests, Duration::from_secs(120));
 }
