@@ -6,10 +6,14 @@
 //! server that dispatches a durable job per request) and runs until it is
 //! killed; without it, `main` runs each test below under a 120 s timeout,
 //! prints `test <name> ... ok|FAILED` and exits non-zero if any failed.
-//! Needs `--features durable-sqlite`.
+//!
+//! Each test runs on every store: a temp SQLite file, and a queue of its
+//! own on the PostgreSQL and Redis servers named by
+//! `BATCH_TEST_POSTGRES_URL` and `BATCH_TEST_REDIS_URL` (skipped, with one
+//! line saying so, when unset).
 
 use std::collections::BTreeMap;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +31,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 const ROLE: &str = "BATCH_DURABLE_ROLE";
-const DB: &str = "BATCH_DURABLE_DB";
+const STORE: &str = "BATCH_DURABLE_STORE";
+const QUEUE: &str = "BATCH_DURABLE_QUEUE";
 const UPSTREAM: &str = "BATCH_DURABLE_UPSTREAM";
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const LIMIT: Duration = Duration::from_secs(90);
@@ -62,11 +67,27 @@ impl Job for Hit {
     }
 }
 
-async fn open_store(db: &FsPath) -> DurableStore {
-    DurableStore::sqlite(db)
+/// The store every process of one test opens: a setting for
+/// `DurableStore::open` and a queue of the test's own.
+#[derive(Clone)]
+struct StoreSpec {
+    spec: String,
+    queue: String,
+}
+
+async fn open_store(store: &StoreSpec) -> DurableStore {
+    DurableStore::open(&store.spec)
         .await
-        .expect("the durable store opens")
+        .unwrap_or_else(|e| panic!("the durable store opens: {e}"))
+        .queue(&store.queue)
         .heartbeat(HEARTBEAT)
+}
+
+fn child_store() -> StoreSpec {
+    StoreSpec {
+        spec: required_env(STORE),
+        queue: required_env(QUEUE),
+    }
 }
 
 fn required_env(name: &str) -> String {
@@ -77,13 +98,14 @@ fn required_env(name: &str) -> String {
 
 /// A durable worker until killed.
 async fn worker_child(name: String) {
-    let db = PathBuf::from(required_env(DB));
     let ctx = Arc::new(Upstream {
         client: Client::new(),
         base: required_env(UPSTREAM),
         worker: name.clone(),
     });
-    let jobs = Jobs::builder(ctx).durable(open_store(&db).await).build();
+    let jobs = Jobs::builder(ctx)
+        .durable(open_store(&child_store()).await)
+        .build();
     let worker = jobs
         .durable_worker(&name, |r| r.register::<Hit>())
         .expect("durable is configured");
@@ -97,13 +119,14 @@ async fn worker_child(name: String) {
 /// A server whose `/checkout/{order}` stores a durable job and answers;
 /// prints its address.
 async fn server_child() {
-    let db = PathBuf::from(required_env(DB));
     let ctx = Arc::new(Upstream {
         client: Client::new(),
         base: required_env(UPSTREAM),
         worker: "server".to_owned(),
     });
-    let jobs = Jobs::builder(ctx).durable(open_store(&db).await).build();
+    let jobs = Jobs::builder(ctx)
+        .durable(open_store(&child_store()).await)
+        .build();
     async fn checkout(State(jobs): State<Jobs<Upstream>>, Path(order): Path<u64>) -> String {
         match jobs.dispatch(Hit { order }).on(Connection::Durable).await {
             Ok(_) => format!("order {order} confirmed"),
@@ -179,17 +202,6 @@ impl Counter {
 /// A SQLite file in the temp dir, removed with its WAL files on drop.
 struct TempDb(PathBuf);
 
-impl TempDb {
-    fn new(name: &str) -> TempDb {
-        let path = std::env::temp_dir().join(format!(
-            "batch-durable-crash-{}-{name}.db",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&path);
-        TempDb(path)
-    }
-}
-
 impl Drop for TempDb {
     fn drop(&mut self) {
         for suffix in ["", "-wal", "-shm"] {
@@ -200,12 +212,55 @@ impl Drop for TempDb {
     }
 }
 
+/// The stores every test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+    Redis,
+}
+
+/// One test's store (a temp file, or a queue of its own on a server),
+/// or `None` after saying it is skipped.
+fn store_for(kind: Kind, test: &str) -> Option<(StoreSpec, Option<TempDb>)> {
+    let unique = format!(
+        "{test}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    );
+    let queue = format!("batch-crash-{unique}");
+    let (var, example) = match kind {
+        Kind::Sqlite => {
+            let path = std::env::temp_dir().join(format!("batch-durable-crash-{unique}.db"));
+            let _ = std::fs::remove_file(&path);
+            let spec = path.display().to_string();
+            return Some((StoreSpec { spec, queue }, Some(TempDb(path))));
+        }
+        Kind::Postgres => (
+            "BATCH_TEST_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+        ),
+        Kind::Redis => ("BATCH_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
+    };
+    match std::env::var(var) {
+        Ok(spec) if !spec.is_empty() => Some((StoreSpec { spec, queue }, None)),
+        _ => {
+            println!("skipped: {test} on {kind:?} (set {var}={example} to run it)");
+            None
+        }
+    }
+}
+
 /// Starts this binary as a child in `role`; returns it once it printed its
 /// first line (`ready`, or `listening <addr>`), with that line.
-async fn start_child(role: &str, db: &FsPath, upstream: &str) -> (Child, String) {
+async fn start_child(role: &str, store: &StoreSpec, upstream: &str) -> (Child, String) {
     let mut child = Command::new(std::env::current_exe().expect("the test binary's path"))
         .env(ROLE, role)
-        .env(DB, db)
+        .env(STORE, &store.spec)
+        .env(QUEUE, &store.queue)
         .env(UPSTREAM, upstream)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -222,24 +277,26 @@ async fn start_child(role: &str, db: &FsPath, upstream: &str) -> (Child, String)
 }
 
 /// The parent's `Jobs`: it only dispatches.
-async fn dispatcher(db: &FsPath, upstream: &str) -> Jobs<Upstream> {
+async fn dispatcher(store: &StoreSpec, upstream: &str) -> Jobs<Upstream> {
     Jobs::builder(Arc::new(Upstream {
         client: Client::new(),
         base: upstream.to_owned(),
         worker: "parent".to_owned(),
     }))
-    .durable(open_store(db).await)
+    .durable(open_store(store).await)
     .build()
 }
 
-async fn three_worker_processes_on_one_sqlite_file_run_each_job_exactly_once() {
+async fn three_worker_processes_on_one_store_run_each_job_exactly_once(kind: Kind) {
     const N: u64 = 1_000;
-    let db = TempDb::new("three");
+    let Some((db, _file)) = store_for(kind, "three-workers") else {
+        return;
+    };
     let (counter, upstream) = Counter::serve().await;
-    let jobs = dispatcher(&db.0, &upstream).await;
+    let jobs = dispatcher(&db, &upstream).await;
     let mut workers = Vec::new();
     for name in ["worker:a", "worker:b", "worker:c"] {
-        workers.push(start_child(name, &db.0, &upstream).await.0);
+        workers.push(start_child(name, &db, &upstream).await.0);
     }
     // Dispatched while the workers run: they share the file with them.
     for order in 0..N {
@@ -262,7 +319,7 @@ async fn three_worker_processes_on_one_sqlite_file_run_each_job_exactly_once() {
     let split = counter.by_worker.lock().unwrap().clone();
     assert_eq!(split.values().sum::<u32>() as u64, N);
     assert_eq!(split.len(), 3, "every worker took jobs: {split:?}");
-    println!("  three workers, {N} jobs, split {split:?}");
+    println!("  {kind:?}: three workers, {N} jobs, each once, split {split:?}");
 }
 
 /// SIGKILL, and reap it.
@@ -270,11 +327,13 @@ async fn kill_9(child: &mut Child) {
     child.kill().await.expect("SIGKILL the child");
 }
 
-async fn every_job_reaches_the_upstream_after_the_worker_is_killed_with_sigkill_mid_run() {
+async fn every_job_reaches_the_upstream_after_the_worker_is_killed_with_sigkill_mid_run(kind: Kind) {
     const N: u64 = 200;
-    let db = TempDb::new("sigkill");
+    let Some((db, _file)) = store_for(kind, "sigkill") else {
+        return;
+    };
     let (counter, upstream) = Counter::serve().await;
-    let jobs = dispatcher(&db.0, &upstream).await;
+    let jobs = dispatcher(&db, &upstream).await;
     for order in 0..N {
         jobs.dispatch(Hit { order })
             .on(Connection::Durable)
@@ -282,13 +341,13 @@ async fn every_job_reaches_the_upstream_after_the_worker_is_killed_with_sigkill_
             .expect("the store takes the job");
     }
 
-    let (mut first, _) = start_child("worker:first", &db.0, &upstream).await;
+    let (mut first, _) = start_child("worker:first", &db, &upstream).await;
     counter.wait_total(50).await;
     kill_9(&mut first).await;
     let at_kill = *counter.total.borrow();
 
     let started = Instant::now();
-    let (mut second, _) = start_child("worker:second", &db.0, &upstream).await;
+    let (mut second, _) = start_child("worker:second", &db, &upstream).await;
     counter.wait_distinct(N as usize).await;
     let recovered_in = started.elapsed();
     kill_9(&mut second).await;
@@ -312,22 +371,27 @@ async fn every_job_reaches_the_upstream_after_the_worker_is_killed_with_sigkill_
     // `batch_size` (10) jobs per fetch and queues up to 4 x 10
     // acknowledgements before writing them, so at most 50, and only jobs
     // that had reached the upstream before the kill.
+    let in_flight_bound = 50;
     assert!(
-        duplicated.len() <= 50 && duplicated.len() <= at_kill,
+        duplicated.len() <= in_flight_bound && duplicated.len() <= at_kill,
         "{} duplicates ({at_kill} hits before the kill)",
         duplicated.len()
     );
     println!(
-        "  sigkill: {N} jobs, {at_kill} hits before the kill, {} run twice ({duplicated:?}), all done {:.1} s after the restart",
+        "  {kind:?}: sigkill: {N} jobs, {at_kill} hits before the kill, {} run twice ({duplicated:?}), all done {:.1} s after the restart",
         duplicated.len(),
         recovered_in.as_secs_f64()
     );
 }
 
-async fn a_job_stored_by_a_server_killed_right_after_its_response_is_run_by_a_fresh_worker() {
-    let db = TempDb::new("server");
+async fn a_job_stored_by_a_server_killed_right_after_its_response_is_run_by_a_fresh_worker(
+    kind: Kind,
+) {
+    let Some((db, _file)) = store_for(kind, "server-killed") else {
+        return;
+    };
     let (counter, upstream) = Counter::serve().await;
-    let (mut server, line) = start_child("server", &db.0, &upstream).await;
+    let (mut server, line) = start_child("server", &db, &upstream).await;
     let addr = line
         .strip_prefix("listening ")
         .unwrap_or_else(|| panic!("the server printed `{line}`"))
@@ -340,7 +404,7 @@ async fn a_job_stored_by_a_server_killed_right_after_its_response_is_run_by_a_fr
     kill_9(&mut server).await;
     assert_eq!(*counter.total.borrow(), 0, "no worker has run yet");
 
-    let (mut worker, _) = start_child("worker:fresh", &db.0, &upstream).await;
+    let (mut worker, _) = start_child("worker:fresh", &db, &upstream).await;
     counter.wait_total(1).await;
     kill_9(&mut worker).await;
     assert_eq!(
@@ -368,9 +432,34 @@ fn main() {
     }
 
     let tests = batch_tests::harness_free_tests![
-        every_job_reaches_the_upstream_after_the_worker_is_killed_with_sigkill_mid_run,
-        a_job_stored_by_a_server_killed_right_after_its_response_is_run_by_a_fresh_worker,
-        three_worker_processes_on_one_sqlite_file_run_each_job_exactly_once,
+        sqlite_sigkill,
+        sqlite_server_killed,
+        sqlite_three_workers,
+        postgres_sigkill,
+        postgres_server_killed,
+        postgres_three_workers,
+        redis_sigkill,
+        redis_server_killed,
+        redis_three_workers,
     ];
     batch_tests::run_tests(&tests, Duration::from_secs(120));
 }
+
+/// Each scenario on one store, as a test of its own.
+macro_rules! on_store {
+    ($($name:ident => $scenario:ident($kind:ident)),* $(,)?) => {
+        $(async fn $name() { $scenario(Kind::$kind).await })*
+    };
+}
+
+on_store!(
+    sqlite_sigkill => every_job_reaches_the_upstream_after_the_worker_is_killed_with_sigkill_mid_run(Sqlite),
+    sqlite_server_killed => a_job_stored_by_a_server_killed_right_after_its_response_is_run_by_a_fresh_worker(Sqlite),
+    sqlite_three_workers => three_worker_processes_on_one_store_run_each_job_exactly_once(Sqlite),
+    postgres_sigkill => every_job_reaches_the_upstream_after_the_worker_is_killed_with_sigkill_mid_run(Postgres),
+    postgres_server_killed => a_job_stored_by_a_server_killed_right_after_its_response_is_run_by_a_fresh_worker(Postgres),
+    postgres_three_workers => three_worker_processes_on_one_store_run_each_job_exactly_once(Postgres),
+    redis_sigkill => every_job_reaches_the_upstream_after_the_worker_is_killed_with_sigkill_mid_run(Redis),
+    redis_server_killed => a_job_stored_by_a_server_killed_right_after_its_response_is_run_by_a_fresh_worker(Redis),
+    redis_three_workers => three_worker_processes_on_one_store_run_each_job_exactly_once(Redis),
+);

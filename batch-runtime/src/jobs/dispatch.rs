@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::attempt::{in_process, run_attempts, Run};
 use super::background::{Background, BackgroundConfig, ChildStats, ShutdownReport};
-#[cfg(feature = "durable-sqlite")]
+#[cfg(feature = "durable")]
 use super::durable::{DurableRegistry, DurableStore, DurableWorker, StoreError};
 use super::fake::{FakeLog, JobsFake};
 use super::job::{Job, JobError};
@@ -31,9 +31,9 @@ pub enum Connection {
     /// In a child process of this binary: a crash there fails only that
     /// job. Needs [`child_entry`](super::background::child_entry) in `main`.
     Background,
-    /// Stored (a SQLite file, through apalis) before the dispatch
+    /// Stored (SQLite, PostgreSQL or Redis, through apalis) before the dispatch
     /// returns, then run by a durable worker in this process or another:
-    /// survives the process being killed. Needs the `durable-sqlite`
+    /// survives the process being killed. Needs a `durable-*`
     /// feature and `JobsBuilder::durable`.
     Durable,
     /// `durable`, and when the store cannot take the job, `deferred` with
@@ -149,7 +149,7 @@ pub enum DispatchError {
     /// The durable store could not take the job (the file is unwritable,
     /// the disk is full, the database is locked for too long). The job
     /// was not stored and will not run.
-    #[cfg(feature = "durable-sqlite")]
+    #[cfg(feature = "durable")]
     #[error("cannot dispatch job `{job}` on `durable`: {error}")]
     Store {
         /// The job's name.
@@ -169,10 +169,10 @@ fn how_to_configure(connection: Connection) -> &'static str {
             "add `.background(BackgroundConfig::default())` to `Jobs::builder` and call `child_entry` first in `main`"
         }
         Connection::Durable => {
-            "enable batch-runtime's `durable-sqlite` feature, open a `DurableStore` and add `.durable(store)` to `Jobs::builder`"
+            "enable a batch-runtime `durable-sqlite`, `durable-postgres` or `durable-redis` feature, open a `DurableStore` and add `.durable(store)` to `Jobs::builder`"
         }
         Connection::Failover => {
-            "it needs both `durable` and `deferred`: enable batch-runtime's `durable-sqlite` feature and add `.durable(store)` and `.deferred(&defer_runtime)` to `Jobs::builder`"
+            "it needs both `durable` and `deferred`: enable a batch-runtime `durable-*` feature and add `.durable(store)` and `.deferred(&defer_runtime)` to `Jobs::builder`"
         }
     }
 }
@@ -225,7 +225,7 @@ enum Backend<C> {
         ctx: Arc<C>,
         deferred: Option<DeferRuntime>,
         background: Option<Background>,
-        #[cfg(feature = "durable-sqlite")]
+        #[cfg(feature = "durable")]
         durable: Option<DurableStore>,
     },
     Fake(Arc<FakeLog<C>>),
@@ -264,7 +264,7 @@ pub struct JobsBuilder<C> {
     ctx: Arc<C>,
     deferred: Option<DeferRuntime>,
     background: Option<BackgroundConfig>,
-    #[cfg(feature = "durable-sqlite")]
+    #[cfg(feature = "durable")]
     durable: Option<DurableStore>,
     default: Connection,
 }
@@ -288,7 +288,7 @@ impl<C: Send + Sync + 'static> JobsBuilder<C> {
 
     /// Enables `durable`: jobs are stored in `store` before the dispatch
     /// returns; a [`DurableWorker`] (here or in another process) runs them.
-    #[cfg(feature = "durable-sqlite")]
+    #[cfg(feature = "durable")]
     pub fn durable(mut self, store: DurableStore) -> Self {
         self.durable = Some(store);
         self
@@ -309,7 +309,7 @@ impl<C: Send + Sync + 'static> JobsBuilder<C> {
                     ctx: self.ctx,
                     deferred: self.deferred,
                     background: self.background.map(Background::new),
-                    #[cfg(feature = "durable-sqlite")]
+                    #[cfg(feature = "durable")]
                     durable: self.durable,
                 },
                 default: self.default,
@@ -327,7 +327,7 @@ impl<C: Send + Sync + 'static> Jobs<C> {
             ctx,
             deferred: None,
             background: None,
-            #[cfg(feature = "durable-sqlite")]
+            #[cfg(feature = "durable")]
             durable: None,
             default: Connection::Sync,
         }
@@ -366,7 +366,7 @@ impl<C: Send + Sync + 'static> Jobs<C> {
     /// them with this `Jobs`' context; `register` lists the job types it
     /// runs. Start it with [`DurableWorker::run_until`], in the server's
     /// process or in a process of its own.
-    #[cfg(feature = "durable-sqlite")]
+    #[cfg(feature = "durable")]
     pub fn durable_worker(
         &self,
         name: &str,
@@ -394,7 +394,7 @@ impl<C: Send + Sync + 'static> Jobs<C> {
 
     /// The `durable` connection's store, if configured: its counts, its
     /// failed jobs, retry by id.
-    #[cfg(feature = "durable-sqlite")]
+    #[cfg(feature = "durable")]
     pub fn durable_store(&self) -> Option<&DurableStore> {
         match &self.inner.backend {
             Backend::Real { durable, .. } => durable.as_ref(),
@@ -464,7 +464,7 @@ impl<C: Send + Sync + 'static> Jobs<C> {
                 connection,
             });
         }
-        #[cfg(feature = "durable-sqlite")]
+        #[cfg(feature = "durable")]
         let durable = match &self.inner.backend {
             Backend::Real { durable, .. } => durable,
             Backend::Fake(_) => &None,
@@ -518,7 +518,7 @@ impl<C: Send + Sync + 'static> Jobs<C> {
                 self.inner.counters.update(J::NAME, |s| s.dispatched += 1);
                 Ok(Dispatched::queued(id, connection))
             }
-            #[cfg(feature = "durable-sqlite")]
+            #[cfg(feature = "durable")]
             Connection::Durable => {
                 let store = durable.as_ref().ok_or(not_configured)?;
                 let stored = store.push(&job, delay).await?;
@@ -528,7 +528,7 @@ impl<C: Send + Sync + 'static> Jobs<C> {
                     ..Dispatched::queued(JobId::next(), connection)
                 })
             }
-            #[cfg(feature = "durable-sqlite")]
+            #[cfg(feature = "durable")]
             Connection::Failover => {
                 let (Some(store), Some(runtime)) = (durable.as_ref(), deferred.as_ref()) else {
                     return Err(not_configured);
@@ -560,7 +560,7 @@ impl<C: Send + Sync + 'static> Jobs<C> {
                 .await;
                 Ok(Dispatched::queued(id, Connection::Deferred))
             }
-            #[cfg(not(feature = "durable-sqlite"))]
+            #[cfg(not(feature = "durable"))]
             Connection::Durable | Connection::Failover => Err(not_configured),
         }
     }

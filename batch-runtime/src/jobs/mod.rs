@@ -10,7 +10,7 @@
 //! | [`Connection::Sync`] | now, in the caller, which gets the outcome | tests, CLIs |
 //! | [`Connection::Deferred`] | after the response, in this process ([`defer`](crate::defer) rules) | light work the response need not wait for |
 //! | [`Connection::Background`] | a child process of this binary | heavy or risky work: a crash fails only that job |
-//! | [`Connection::Durable`] | stored in a SQLite file before the dispatch returns, then a durable worker here or in another process (feature `durable-sqlite`) | work that must happen: it survives the process being killed |
+//! | [`Connection::Durable`] | stored in SQLite, PostgreSQL or Redis before the dispatch returns, then a durable worker here or in another process (feature `durable-sqlite`, `durable-postgres` or `durable-redis`) | work that must happen: it survives the process being killed |
 //! | [`Connection::Failover`] | `durable`, or `deferred` with a warning when the store cannot take the job | must-happen work that should degrade rather than be refused |
 //!
 //! In an axum handler a deferred job is one line,
@@ -84,7 +84,7 @@
 mod attempt;
 pub mod background;
 mod dispatch;
-#[cfg(feature = "durable-sqlite")]
+#[cfg(feature = "durable")]
 pub mod durable;
 mod fake;
 mod job;

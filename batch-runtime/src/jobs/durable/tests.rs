@@ -1,0 +1,924 @@
+use std::path::PathBuf;
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use std::sync::Mutex;
+
+use tokio::sync::{oneshot, watch};
+use tokio::time::timeout;
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::jobs::{Connection, DispatchError, Job, JobError};
+use crate::jobs::{Jobs, JobsFake};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A SQLite file in the temp dir, removed (with its WAL files) on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new(test: &str) -> TempDb {
+        let name = format!("batch-durable-{test}-{}.db", unique());
+        let path = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_file(&path);
+        TempDb(path)
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = self.0.clone().into_os_string();
+            name.push(suffix);
+            let _ = std::fs::remove_file(name);
+        }
+    }
+}
+
+/// `<pid>-<n>`: unique among this run's tests and across reruns' live ones.
+fn unique() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}-{n}-{nanos}", std::process::id())
+}
+
+/// The stores the same cases run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    #[cfg_attr(not(feature = "durable-sqlite"), allow(dead_code))]
+    Sqlite,
+    #[cfg_attr(not(feature = "durable-postgres"), allow(dead_code))]
+    Postgres,
+    #[cfg_attr(not(feature = "durable-redis"), allow(dead_code))]
+    Redis,
+}
+
+impl Kind {
+    /// The variable naming the server, for the stores that need one.
+    fn env_var(self) -> Option<&'static str> {
+        match self {
+            Kind::Sqlite => None,
+            Kind::Postgres => Some("BATCH_TEST_POSTGRES_URL"),
+            Kind::Redis => Some("BATCH_TEST_REDIS_URL"),
+        }
+    }
+
+    fn example_url(self) -> &'static str {
+        match self {
+            Kind::Sqlite => "",
+            Kind::Postgres => "postgres://postgres@127.0.0.1:5432/test",
+            Kind::Redis => "redis://127.0.0.1:6379",
+        }
+    }
+
+    /// A setting that names this kind of store where none can be opened.
+    fn unreachable_spec(self) -> String {
+        match self {
+            Kind::Sqlite => std::env::temp_dir()
+                .join("batch-durable-no-such-dir")
+                .join("nested")
+                .join("jobs.db")
+                .display()
+                .to_string(),
+            // Port 1 on loopback: refused at once.
+            Kind::Postgres => "postgres://postgres:hunter2@127.0.0.1:1/test".to_owned(),
+            Kind::Redis => "redis://:hunter2@127.0.0.1:1".to_owned(),
+        }
+    }
+}
+
+/// One test's store: a temp SQLite file, or a queue of its own on the
+/// PostgreSQL or Redis server of `BATCH_TEST_*_URL`.
+struct TestStore {
+    spec: String,
+    queue: String,
+    kind: Kind,
+    _file: Option<TempDb>,
+}
+
+impl TestStore {
+    /// `None` (after one line on stderr per store kind and run) when the
+    /// store's server is not configured.
+    fn new(kind: Kind, test: &str) -> Option<TestStore> {
+        let queue = format!("batch-test-{test}-{}", unique());
+        let Some(var) = kind.env_var() else {
+            let file = TempDb::new(test);
+            return Some(TestStore {
+                spec: file.0.display().to_string(),
+                queue,
+                kind,
+                _file: Some(file),
+            });
+        };
+        match std::env::var(var) {
+            Ok(spec) if !spec.is_empty() => Some(TestStore {
+                spec,
+                queue,
+                kind,
+                _file: None,
+            }),
+            _ => {
+                static NOTED: Mutex<Vec<Kind>> = Mutex::new(Vec::new());
+                let mut noted = NOTED.lock().unwrap_or_else(|e| e.into_inner());
+                if !noted.contains(&kind) {
+                    noted.push(kind);
+                    // Straight to stderr: libtest captures `eprintln!`.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "skipped: the durable-store tests on {kind:?} (set {var}={} to run them)",
+                        kind.example_url()
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// A new handle on the test's store and queue, as a fresh process
+    /// would open it.
+    async fn open(&self) -> DurableStore {
+        DurableStore::open(&self.spec)
+            .await
+            .unwrap_or_else(|e| panic!("the {:?} store opens: {e}", self.kind))
+            .queue(&self.queue)
+    }
+}
+
+/// Runs `case` on a fresh store of `kind`, or skips it.
+async fn on<F, Fut>(kind: Kind, test: &str, case: F)
+where
+    F: FnOnce(TestStore) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if let Some(store) = TestStore::new(kind, test) {
+        case(store).await;
+    }
+}
+
+/// The cases every store passes, each as a test per enabled store:
+/// `jobs::durable::tests::sqlite::<case>`, `...::postgres::<case>`,
+/// `...::redis::<case>`.
+macro_rules! on_every_store {
+    ($($case:ident),* $(,)?) => {
+        #[cfg(feature = "durable-sqlite")]
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::on(super::Kind::Sqlite, stringify!($case), super::$case).await;
+                }
+            )*
+        }
+        #[cfg(feature = "durable-postgres")]
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::on(super::Kind::Postgres, stringify!($case), super::$case).await;
+                }
+            )*
+        }
+        #[cfg(feature = "durable-redis")]
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::on(super::Kind::Redis, stringify!($case), super::$case).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_store!(
+    a_durable_job_is_stored_before_dispatch_returns_and_a_later_worker_runs_it,
+    every_stored_job_runs_exactly_once_when_no_worker_dies,
+    retries_and_the_failed_hook_run_inside_one_stored_execution_that_is_not_rerun,
+    a_job_running_on_a_worker_that_died_runs_again_after_two_missed_heartbeats,
+    a_delayed_job_waits_in_the_store_until_its_time,
+    a_worker_told_to_stop_finishes_its_job_in_flight_before_returning,
+    a_worker_whose_grace_runs_out_returns_counting_the_jobs_left_running,
+    failed_jobs_are_listed_with_their_last_error_and_retried_by_id,
+    a_durable_dispatch_the_store_cannot_take_fails_naming_the_store,
+    failover_stores_the_job_and_runs_it_deferred_when_the_store_cannot_take_it,
+    a_job_the_worker_does_not_know_is_kept_as_failed_saying_how_to_register_it,
+    a_job_that_does_not_serialize_is_refused_and_nothing_is_stored,
+    a_store_that_cannot_be_opened_names_the_store_and_the_step,
+    two_queues_on_one_store_do_not_see_each_others_jobs,
+);
+
+/// Records which orders ran, and publishes how many runs there were.
+struct Ledger {
+    runs: Mutex<Vec<u64>>,
+    stored_ids: Mutex<Vec<Option<String>>>,
+    count: watch::Sender<usize>,
+    failed_hook: watch::Sender<u32>,
+    gate: tokio::sync::Semaphore,
+}
+
+impl Ledger {
+    fn new() -> Arc<Ledger> {
+        Arc::new(Ledger {
+            runs: Mutex::new(Vec::new()),
+            stored_ids: Mutex::new(Vec::new()),
+            count: watch::channel(0).0,
+            failed_hook: watch::channel(0).0,
+            gate: tokio::sync::Semaphore::new(0),
+        })
+    }
+
+    fn record(&self, order: u64) {
+        self.stored_ids
+            .lock()
+            .expect("ledger lock")
+            .push(stored_id());
+        let mut runs = self.runs.lock().expect("ledger lock");
+        runs.push(order);
+        let n = runs.len();
+        drop(runs);
+        self.count.send_replace(n);
+    }
+
+    async fn wait_runs(&self, n: usize) {
+        let mut rx = self.count.subscribe();
+        timeout(LIMIT, rx.wait_for(|c| *c >= n))
+            .await
+            .unwrap_or_else(|_| panic!("{n} runs did not happen within {LIMIT:?}"))
+            .expect("ledger sender alive");
+    }
+
+    fn sorted_runs(&self) -> Vec<u64> {
+        let mut runs = self.runs.lock().expect("ledger lock").clone();
+        runs.sort_unstable();
+        runs
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Deliver {
+    order: u64,
+}
+
+impl Job for Deliver {
+    const NAME: &'static str = "deliver";
+    type Context = Ledger;
+    async fn handle(&self, ledger: &Ledger) -> Result<(), JobError> {
+        ledger.record(self.order);
+        Ok(())
+    }
+}
+
+/// Fails every attempt.
+#[derive(Serialize, Deserialize)]
+struct Refund {
+    order: u64,
+}
+
+impl Job for Refund {
+    const NAME: &'static str = "refund";
+    type Context = Ledger;
+    async fn handle(&self, ledger: &Ledger) -> Result<(), JobError> {
+        ledger.record(self.order);
+        Err(JobError::new("the payment provider said no"))
+    }
+    fn tries(&self) -> u32 {
+        2
+    }
+    fn backoff(&self) -> crate::jobs::Backoff {
+        crate::jobs::Backoff::fixed(Duration::from_millis(1))
+    }
+    async fn failed(&self, _: &JobError, ledger: &Ledger) {
+        ledger.failed_hook.send_modify(|n| *n += 1);
+    }
+}
+
+/// Hangs on its first run (the worker is killed meanwhile), succeeds
+/// after.
+#[derive(Serialize, Deserialize)]
+struct Invoice {
+    order: u64,
+}
+
+impl Job for Invoice {
+    const NAME: &'static str = "invoice";
+    type Context = Ledger;
+    async fn handle(&self, ledger: &Ledger) -> Result<(), JobError> {
+        let first = ledger.runs.lock().expect("ledger lock").is_empty();
+        ledger.record(self.order);
+        if first {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
+/// Waits for the ledger's gate to open.
+#[derive(Serialize, Deserialize)]
+struct Gated {
+    order: u64,
+}
+
+impl Job for Gated {
+    const NAME: &'static str = "gated";
+    type Context = Ledger;
+    async fn handle(&self, ledger: &Ledger) -> Result<(), JobError> {
+        ledger.record(self.order);
+        let _permit = ledger.gate.acquire().await?;
+        Ok(())
+    }
+}
+
+fn spawn_worker(
+    jobs: &Jobs<Ledger>,
+    name: &str,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), WorkerError>>,
+) {
+    let worker = jobs
+        .durable_worker(name, |r| {
+            r.register::<Deliver>()
+                .register::<Refund>()
+                .register::<Invoice>()
+                .register::<Gated>()
+        })
+        .expect("durable is configured");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+    (stop, task)
+}
+
+async fn stop_worker(
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), WorkerError>>,
+) {
+    let _ = stop.send(());
+    timeout(LIMIT, task)
+        .await
+        .expect("the worker stops after its shutdown signal")
+        .expect("the worker task did not panic")
+        .expect("the worker stopped without a store error");
+}
+
+async fn a_durable_job_is_stored_before_dispatch_returns_and_a_later_worker_runs_it(db: TestStore) {
+    {
+        // The dispatching "process": no worker, dropped before one starts.
+        let store = db.open().await;
+        let jobs = Jobs::builder(Ledger::new()).durable(store).build();
+        for order in 1..=3 {
+            let dispatched = jobs
+                .dispatch(Deliver { order })
+                .on(Connection::Durable)
+                .await
+                .expect("the store takes the job");
+            assert_eq!(dispatched.connection(), Connection::Durable);
+            assert_eq!(dispatched.outcome(), None);
+        }
+        assert_eq!(jobs.stats().of::<Deliver>().dispatched, 3);
+    }
+    // A fresh store handle and context: only the file carries the jobs.
+    let ledger = Ledger::new();
+    let store = db.open().await;
+    let jobs = Jobs::builder(ledger.clone()).durable(store).build();
+    let (stop, task) = spawn_worker(&jobs, "later-worker");
+    ledger.wait_runs(3).await;
+    stop_worker(stop, task).await;
+    assert_eq!(ledger.sorted_runs(), vec![1, 2, 3]);
+    assert_eq!(jobs.stats().of::<Deliver>().succeeded, 3);
+}
+
+async fn every_stored_job_runs_exactly_once_when_no_worker_dies(db: TestStore) {
+    const N: u64 = 200;
+    let ledger = Ledger::new();
+    let store = db.open().await;
+    let jobs = Jobs::builder(ledger.clone()).durable(store).build();
+    for order in 0..N {
+        jobs.dispatch(Deliver { order })
+            .on(Connection::Durable)
+            .await
+            .expect("the store takes the job");
+    }
+    let (stop, task) = spawn_worker(&jobs, "once-worker");
+    ledger.wait_runs(N as usize).await;
+    stop_worker(stop, task).await;
+    assert_eq!(ledger.sorted_runs(), (0..N).collect::<Vec<_>>());
+}
+
+async fn retries_and_the_failed_hook_run_inside_one_stored_execution_that_is_not_rerun(db: TestStore) {
+    let ledger = Ledger::new();
+    let store = db.open().await;
+    let jobs = Jobs::builder(ledger.clone()).durable(store).build();
+    jobs.dispatch(Refund { order: 9 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    // A job after it shows the worker moved on.
+    jobs.dispatch(Deliver { order: 10 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    let (stop, task) = spawn_worker(&jobs, "retry-worker");
+    ledger.wait_runs(3).await;
+    let mut failed = ledger.failed_hook.subscribe();
+    timeout(LIMIT, failed.wait_for(|n| *n >= 1))
+        .await
+        .expect("the refund's `failed` hook runs after its two tries")
+        .expect("ledger sender alive");
+    stop_worker(stop, task).await;
+    assert_eq!(ledger.sorted_runs(), vec![9, 9, 10]);
+    assert_eq!(*ledger.failed_hook.borrow(), 1);
+    let refund = jobs.stats().of::<Refund>();
+    assert_eq!((refund.retried, refund.failed), (1, 1));
+}
+
+async fn a_job_running_on_a_worker_that_died_runs_again_after_two_missed_heartbeats(db: TestStore) {
+    let ledger = Ledger::new();
+    let heartbeat = Duration::from_secs(1);
+    let store = db.open().await.heartbeat(heartbeat);
+    let jobs = Jobs::builder(ledger.clone()).durable(store).build();
+    let dispatched = jobs
+        .dispatch(Invoice { order: 5 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    let (_never_stopped, dying) = spawn_worker(&jobs, "dying-worker");
+    ledger.wait_runs(1).await;
+    // The worker dies mid-job: no ack, no more heartbeats.
+    dying.abort();
+    let killed_at = std::time::Instant::now();
+    let (stop, task) = spawn_worker(&jobs, "rescuing-worker");
+    ledger.wait_runs(2).await;
+    let recovered_after = killed_at.elapsed();
+    stop_worker(stop, task).await;
+    assert_eq!(ledger.sorted_runs(), vec![5, 5]);
+    // Both runs see the same stored id: `handle` can de-duplicate on it.
+    let ids = ledger.stored_ids.lock().expect("ledger lock").clone();
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0].is_some() && ids[0] == ids[1], "{ids:?}");
+    assert_eq!(ids[0].as_deref(), dispatched.stored_id());
+    assert_eq!(jobs.stats().of::<Invoice>().succeeded, 1);
+    // Two heartbeats, at whole-second resolution, plus one to notice.
+    assert!(
+        recovered_after >= heartbeat && recovered_after < heartbeat * 6,
+        "recovered after {recovered_after:?}"
+    );
+}
+
+/// Polls the store's counts (it has no change signal) until `done`.
+async fn wait_counts(store: &DurableStore, done: impl Fn(&StoreCounts) -> bool) -> StoreCounts {
+    timeout(LIMIT, async {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            tick.tick().await;
+            let counts = store.counts().await.expect("the store counts");
+            if done(&counts) {
+                return counts;
+            }
+        }
+    })
+    .await
+    .expect("the store reached the expected counts")
+}
+
+async fn a_delayed_job_waits_in_the_store_until_its_time(db: TestStore) {
+    let ledger = Ledger::new();
+    let store = db.open().await;
+    let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+    let dispatched_at = std::time::Instant::now();
+    jobs.dispatch(Deliver { order: 1 })
+        .on(Connection::Durable)
+        .delay(Duration::from_secs(2))
+        .await
+        .expect("the store takes the delayed job");
+    jobs.dispatch(Deliver { order: 2 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    let counts = store.counts().await.expect("the store counts");
+    assert_eq!((counts.pending, counts.done), (2, 0));
+    let (stop, task) = spawn_worker(&jobs, "delay-worker");
+    ledger.wait_runs(2).await;
+    let delayed_ran_after = dispatched_at.elapsed();
+    stop_worker(stop, task).await;
+    assert_eq!(*ledger.runs.lock().expect("ledger lock"), vec![2, 1]);
+    // Whole seconds: 2 s from a time truncated to the second.
+    assert!(
+        delayed_ran_after >= Duration::from_secs(1),
+        "ran after {delayed_ran_after:?}"
+    );
+}
+
+async fn a_worker_told_to_stop_finishes_its_job_in_flight_before_returning(db: TestStore) {
+    let ledger = Ledger::new();
+    let store = db.open().await;
+    let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+    jobs.dispatch(Gated { order: 8 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    let (stop, mut task) = spawn_worker(&jobs, "graceful-worker");
+    ledger.wait_runs(1).await;
+    let _ = stop.send(());
+    assert!(
+        timeout(Duration::from_millis(300), &mut task)
+            .await
+            .is_err(),
+        "the worker returned while its job was still running"
+    );
+    ledger.gate.add_permits(1);
+    timeout(LIMIT, task)
+        .await
+        .expect("the worker returns once its job is done")
+        .expect("the worker task did not panic")
+        .expect("the worker stopped without a store error");
+    let counts = store.counts().await.expect("the store counts");
+    assert_eq!((counts.done, counts.running, counts.pending), (1, 0, 0));
+}
+
+#[tokio::test]
+async fn a_delay_on_a_connection_that_runs_at_once_is_refused() {
+    let jobs = Jobs::builder(Ledger::new()).build();
+    let error = jobs
+        .dispatch(Deliver { order: 1 })
+        .on(Connection::Sync)
+        .delay(Duration::from_secs(1))
+        .await
+        .expect_err("sync cannot delay");
+    assert_eq!(
+        error,
+        DispatchError::DelayUnsupported {
+            job: "deliver",
+            connection: Connection::Sync
+        }
+    );
+    assert!(error
+        .to_string()
+        .contains("only the `durable` connection can run a job later"));
+}
+
+async fn failed_jobs_are_listed_with_their_last_error_and_retried_by_id(db: TestStore) {
+    let ledger = Ledger::new();
+    let store = db.open().await;
+    let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+    let dispatched = jobs
+        .dispatch(Refund { order: 7 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    let id = dispatched
+        .stored_id()
+        .expect("a durable job has a stored id")
+        .to_owned();
+    let (stop, task) = spawn_worker(&jobs, "failing-worker");
+    let counts = wait_counts(&store, |c| c.failed == 1).await;
+    assert_eq!((counts.pending, counts.running, counts.done), (0, 0, 0));
+    let failed = store.failed_jobs().await.expect("the store lists");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(
+        (failed[0].id.as_str(), failed[0].job.as_str()),
+        (id.as_str(), "refund")
+    );
+    assert!(
+        failed[0]
+            .last_error
+            .contains("the payment provider said no"),
+        "{failed:?}"
+    );
+
+    assert!(!store.retry("no-such-job").await.expect("the store answers"));
+    assert!(store.retry(&id).await.expect("the store answers"));
+    ledger.wait_runs(4).await;
+    wait_counts(&store, |c| {
+        c.failed == 1 && c.pending == 0 && c.running == 0
+    })
+    .await;
+    stop_worker(stop, task).await;
+    assert_eq!(ledger.sorted_runs(), vec![7, 7, 7, 7]);
+    assert_eq!(*ledger.failed_hook.borrow(), 2);
+}
+
+async fn a_durable_dispatch_the_store_cannot_take_fails_naming_the_store(db: TestStore) {
+    let store = db.open().await;
+    let jobs = Jobs::builder(Ledger::new()).durable(store.clone()).build();
+    store.close().await;
+    let error = jobs
+        .dispatch(Deliver { order: 1 })
+        .on(Connection::Durable)
+        .await
+        .expect_err("a closed store takes nothing");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("cannot dispatch job `deliver` on `durable`: durable job store `")
+            && message.contains(store.location())
+            && message.contains("storing the job failed"),
+        "{message}"
+    );
+    assert_eq!(jobs.stats().of::<Deliver>().dispatched, 0);
+}
+
+async fn failover_stores_the_job_and_runs_it_deferred_when_the_store_cannot_take_it(db: TestStore) {
+    let ledger = Ledger::new();
+    let store = db.open().await;
+    let runtime = crate::defer::DeferRuntime::new();
+    let jobs = Jobs::builder(ledger.clone())
+        .durable(store.clone())
+        .deferred(&runtime)
+        .build();
+
+    let stored = jobs
+        .dispatch(Deliver { order: 1 })
+        .on(Connection::Failover)
+        .await
+        .expect("the store takes the job");
+    assert_eq!(stored.connection(), Connection::Durable);
+    assert!(stored.stored_id().is_some());
+    assert_eq!(store.counts().await.expect("counts").pending, 1);
+    assert!(
+        ledger.sorted_runs().is_empty(),
+        "a stored job waits for a worker"
+    );
+
+    store.close().await;
+    let fell_back = jobs
+        .dispatch(Deliver { order: 2 })
+        .on(Connection::Failover)
+        .await
+        .expect("failover runs the job deferred");
+    assert_eq!(fell_back.connection(), Connection::Deferred);
+    assert_eq!(fell_back.stored_id(), None);
+    // Outside a request, `deferred` waits for the job.
+    assert_eq!(ledger.sorted_runs(), vec![2]);
+
+    let error = jobs
+        .dispatch(Deliver { order: 3 })
+        .on(Connection::Failover)
+        .delay(Duration::from_secs(1))
+        .await
+        .expect_err("a delayed job cannot fall back to `deferred`");
+    assert!(matches!(error, DispatchError::Store { .. }), "{error}");
+    assert_eq!(jobs.stats().of::<Deliver>().dispatched, 2);
+}
+
+#[cfg(feature = "durable-sqlite")]
+#[tokio::test]
+async fn every_connection_of_the_store_commits_with_wal_and_synchronous_normal() {
+    let db = TestStore::new(Kind::Sqlite, "pragmas").expect("SQLite needs no server");
+    let store = db.open().await;
+    #[allow(irrefutable_let_patterns)]
+    let Backend::Sqlite(backend) = &store.inner.backend
+    else {
+        unreachable!("a file path opens SQLite")
+    };
+    let pool = backend.pool();
+    // Hold several connections at once, so the one that ran the schema
+    // setup is among them.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(pool.acquire().await.expect("a connection"));
+    }
+    for conn in &mut held {
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("journal_mode");
+        let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("synchronous");
+        // 1 = NORMAL: in WAL mode a commit survives the process being
+        // killed; 0 (OFF) would not survive an OS crash consistently.
+        assert_eq!((mode.as_str(), sync), ("wal", 1));
+    }
+}
+
+/// Not registered with the test workers.
+#[derive(Serialize, Deserialize)]
+struct Unknown {
+    order: u64,
+}
+
+impl Job for Unknown {
+    const NAME: &'static str = "unknown";
+    type Context = Ledger;
+    async fn handle(&self, ledger: &Ledger) -> Result<(), JobError> {
+        ledger.record(self.order);
+        Ok(())
+    }
+}
+
+async fn a_job_the_worker_does_not_know_is_kept_as_failed_saying_how_to_register_it(db: TestStore) {
+    let ledger = Ledger::new();
+    let store = db.open().await;
+    let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+    jobs.dispatch(Unknown { order: 1 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    let (stop, task) = spawn_worker(&jobs, "unknowing-worker");
+    wait_counts(&store, |c| c.failed == 1).await;
+    stop_worker(stop, task).await;
+    let failed = store.failed_jobs().await.expect("the store lists");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].job, "unknown");
+    assert!(
+        failed[0]
+            .last_error
+            .contains("job `unknown` is not registered with this worker; add `registry.register::<unknown>()`"),
+        "{failed:?}"
+    );
+    assert!(ledger.sorted_runs().is_empty());
+}
+
+/// A map with non-string keys: not JSON.
+#[derive(Serialize, Deserialize)]
+struct NotJson {
+    by_pair: HashMap<(u8, u8), u8>,
+}
+
+impl Job for NotJson {
+    const NAME: &'static str = "not-json";
+    type Context = Ledger;
+    async fn handle(&self, _: &Ledger) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+async fn a_job_that_does_not_serialize_is_refused_and_nothing_is_stored(db: TestStore) {
+    let store = db.open().await;
+    let jobs = Jobs::builder(Ledger::new()).durable(store.clone()).build();
+    let error = jobs
+        .dispatch(NotJson {
+            by_pair: HashMap::from([((1, 2), 3)]),
+        })
+        .on(Connection::Durable)
+        .await
+        .expect_err("a tuple-keyed map is not JSON");
+    assert!(
+        matches!(
+            error,
+            DispatchError::Serialize {
+                job: "not-json",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("does not serialize to JSON"),
+        "{error}"
+    );
+    assert_eq!(
+        store.counts().await.expect("counts"),
+        StoreCounts::default()
+    );
+}
+
+async fn a_store_that_cannot_be_opened_names_the_store_and_the_step(db: TestStore) {
+    let spec = db.kind.unreachable_spec();
+    let error = DurableStore::open(&spec)
+        .await
+        .expect_err("nothing to open there");
+    let message = error.to_string();
+    assert!(message.contains("failed"), "{message}");
+    // The location names the store, never its password.
+    assert!(!message.contains("hunter2"), "{message}");
+    assert!(!error.location().contains("hunter2"), "{error:?}");
+    match db.kind {
+        Kind::Sqlite => {
+            assert_eq!(error.location(), spec);
+            assert!(message.contains("opening the file"), "{message}");
+            assert!(message.contains("jobs.db"), "{message}");
+        }
+        Kind::Postgres | Kind::Redis => {
+            assert!(error.location().contains("127.0.0.1:1"), "{error:?}");
+        }
+    }
+}
+
+#[test]
+fn a_store_setting_opens_the_store_its_form_names() {
+    assert_eq!(kind_of("jobs.db"), StoreKind::Sqlite);
+    assert_eq!(kind_of("/var/lib/app/jobs.db"), StoreKind::Sqlite);
+    assert_eq!(kind_of("sqlite://jobs.db"), StoreKind::Sqlite);
+    assert_eq!(kind_of("postgres://u@db/app"), StoreKind::Postgres);
+    assert_eq!(kind_of("postgresql://u@db/app"), StoreKind::Postgres);
+    assert_eq!(kind_of("redis://cache:6379"), StoreKind::Redis);
+    assert_eq!(kind_of("rediss://cache:6379"), StoreKind::Redis);
+}
+
+#[cfg(not(feature = "durable-redis"))]
+#[tokio::test]
+async fn a_store_whose_feature_is_off_says_which_feature_to_enable() {
+    let error = DurableStore::open("redis://:hunter2@127.0.0.1:6379")
+        .await
+        .expect_err("durable-redis is off in this build");
+    let message = error.to_string();
+    assert!(message.contains("`durable-redis` feature"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+async fn a_worker_whose_grace_runs_out_returns_counting_the_jobs_left_running(db: TestStore) {
+    let ledger = Ledger::new();
+    let store = db.open().await;
+    let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+    jobs.dispatch(Gated { order: 3 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    let worker = jobs
+        .durable_worker("impatient-worker", |r| r.register::<Gated>())
+        .expect("durable is configured")
+        .grace(Duration::from_millis(200));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+    ledger.wait_runs(1).await;
+    let _ = stop.send(());
+    let error = timeout(LIMIT, task)
+        .await
+        .expect("the worker returns once its grace runs out")
+        .expect("the worker task did not panic")
+        .expect_err("a job was still running");
+    assert_eq!(error.abandoned(), 1, "{error}");
+    assert!(
+        error.to_string().contains("grace of 200ms ran out with 1 job(s) still running"),
+        "{error}"
+    );
+    // Not lost: still taken in the store, for another worker once this
+    // one's heartbeat is missed.
+    let counts = store.counts().await.expect("the store counts");
+    assert_eq!((counts.running, counts.done), (1, 0), "{counts:?}");
+}
+
+async fn two_queues_on_one_store_do_not_see_each_others_jobs(db: TestStore) {
+    let ledger = Ledger::new();
+    let store = db.open().await;
+    let other = store.clone().queue(&format!("{}-other", store.queue_name()));
+    let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+    let other_jobs = Jobs::builder(Ledger::new()).durable(other.clone()).build();
+    other_jobs
+        .dispatch(Deliver { order: 2 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    jobs.dispatch(Deliver { order: 1 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    let (stop, task) = spawn_worker(&jobs, "one-queue-worker");
+    ledger.wait_runs(1).await;
+    wait_counts(&store, |c| c.done == 1).await;
+    stop_worker(stop, task).await;
+    assert_eq!(ledger.sorted_runs(), vec![1]);
+    let counts = other.counts().await.expect("the store counts");
+    assert_eq!((counts.pending, counts.done), (1, 0), "{counts:?}");
+}
+
+#[tokio::test]
+async fn durable_without_a_store_is_refused_with_how_to_configure_it() {
+    let jobs = Jobs::builder(Ledger::new()).build();
+    let error = jobs
+        .dispatch(Deliver { order: 1 })
+        .on(Connection::Durable)
+        .await
+        .expect_err("no store configured");
+    let message = error.to_string();
+    assert!(
+        message.contains("`durable` connection is not configured"),
+        "{message}"
+    );
+    assert!(message.contains(".durable(store)"), "{message}");
+    assert!(jobs.durable_worker("w", |r| r).is_err());
+}
+
+#[tokio::test]
+async fn the_jobs_fake_records_durable_dispatches() {
+    let fake: JobsFake<Ledger> = Jobs::fake();
+    let jobs = fake.jobs();
+    jobs.dispatch(Deliver { order: 4 })
+        .on(Connection::Durable)
+        .await
+        .expect("the fake takes every job");
+    fake.assert_pushed_on::<Deliver>(Connection::Durable, |j| j.order == 4);
+    fake.assert_pushed_count::<Deliver>(1);
+}
+
+#[test]
+fn durable_parses_from_configuration() {
+    assert_eq!("durable".parse::<Connection>(), Ok(Connection::Durable));
+    assert_eq!(Connection::Durable.to_string(), "durable");
+    assert_eq!("failover".parse::<Connection>(), Ok(Connection::Failover));
+    assert_eq!(Connection::Failover.to_string(), "failover");
+}
