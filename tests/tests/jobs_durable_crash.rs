@@ -327,7 +327,9 @@ async fn kill_9(child: &mut Child) {
     child.kill().await.expect("SIGKILL the child");
 }
 
-async fn every_job_reaches_the_upstream_after_the_worker_is_killed_with_sigkill_mid_run(kind: Kind) {
+async fn every_job_reaches_the_upstream_after_the_worker_is_killed_with_sigkill_mid_run(
+    kind: Kind,
+) {
     const N: u64 = 200;
     let Some((db, _file)) = store_for(kind, "sigkill") else {
         return;

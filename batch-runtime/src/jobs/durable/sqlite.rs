@@ -30,9 +30,7 @@ pub(crate) struct SqliteBackend {
 
 impl SqliteBackend {
     fn config(queue: &str, heartbeat: Duration) -> Config {
-        Config::default()
-            .queue(queue)
-            .heartbeat_interval(heartbeat)
+        Config::default().queue(queue).heartbeat_interval(heartbeat)
     }
 
     fn reconfigured(&self, queue: &str, heartbeat: Duration) -> Self {

@@ -1,11 +1,11 @@
-use std::path::PathBuf;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 use tokio::time::timeout;
@@ -216,6 +216,178 @@ on_every_store!(
     two_queues_on_one_store_do_not_see_each_others_jobs,
 );
 
+/// The cases for the stores on a server, run through a loopback proxy
+/// the test cuts: a real outage, not a closed handle.
+macro_rules! on_every_server {
+    ($($case:ident),* $(,)?) => {
+        #[cfg(feature = "durable-postgres")]
+        mod postgres_outage {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::on(super::Kind::Postgres, stringify!($case), super::$case).await;
+                }
+            )*
+        }
+        #[cfg(feature = "durable-redis")]
+        mod redis_outage {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::on(super::Kind::Redis, stringify!($case), super::$case).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_server!(
+    failover_runs_the_job_deferred_when_the_store_server_goes_down,
+    a_durable_dispatch_to_a_server_that_went_down_fails_naming_the_store_in_bounded_time,
+);
+
+/// A TCP proxy on loopback to the store's server; `cut` closes every
+/// connection through it and refuses new ones, as a server that went down.
+#[cfg_attr(
+    not(any(feature = "durable-postgres", feature = "durable-redis")),
+    allow(dead_code)
+)]
+struct Outage {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+#[cfg_attr(
+    not(any(feature = "durable-postgres", feature = "durable-redis")),
+    allow(dead_code)
+)]
+impl Outage {
+    async fn to(target: String) -> Outage {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Outage { addr, cut, accept }
+    }
+
+    /// The store's setting with its host and port replaced by the proxy's.
+    fn through(&self, spec: &str) -> String {
+        let mut url = url::Url::parse(spec).expect("a server store's setting is a URL");
+        url.set_ip_host(self.addr.ip()).expect("an IP host");
+        url.set_port(Some(self.addr.port())).expect("a port");
+        url.to_string()
+    }
+
+    fn cut(&self) {
+        self.accept.abort();
+        self.cut.send_replace(true);
+    }
+}
+
+#[cfg_attr(
+    not(any(feature = "durable-postgres", feature = "durable-redis")),
+    allow(dead_code)
+)]
+impl TestStore {
+    /// Opens the test's store through a proxy that `Outage::cut` takes down.
+    async fn open_through_outage(&self) -> (DurableStore, Outage) {
+        let url = url::Url::parse(&self.spec).expect("a server store's setting is a URL");
+        let target = format!(
+            "{}:{}",
+            url.host_str().expect("a host"),
+            url.port().unwrap_or(match self.kind {
+                Kind::Postgres => 5432,
+                _ => 6379,
+            })
+        );
+        let outage = Outage::to(target).await;
+        let store = DurableStore::open(&outage.through(&self.spec))
+            .await
+            .unwrap_or_else(|e| panic!("the {:?} store opens through the proxy: {e}", self.kind))
+            .queue(&self.queue);
+        (store, outage)
+    }
+}
+
+#[cfg_attr(
+    not(any(feature = "durable-postgres", feature = "durable-redis")),
+    allow(dead_code)
+)]
+async fn failover_runs_the_job_deferred_when_the_store_server_goes_down(db: TestStore) {
+    let ledger = Ledger::new();
+    let (store, outage) = db.open_through_outage().await;
+    let runtime = crate::defer::DeferRuntime::new();
+    let jobs = Jobs::builder(ledger.clone())
+        .durable(store.clone())
+        .deferred(&runtime)
+        .build();
+    let stored = jobs
+        .dispatch(Deliver { order: 1 })
+        .on(Connection::Failover)
+        .await
+        .expect("the store takes the job");
+    assert_eq!(stored.connection(), Connection::Durable);
+
+    outage.cut();
+    let fell_back = timeout(
+        LIMIT,
+        jobs.dispatch(Deliver { order: 2 }).on(Connection::Failover),
+    )
+    .await
+    .expect("failover decides within the limit")
+    .expect("failover runs the job deferred");
+    assert_eq!(fell_back.connection(), Connection::Deferred);
+    assert_eq!(fell_back.stored_id(), None);
+    assert_eq!(ledger.sorted_runs(), vec![2]);
+    // The job stored before the outage is still there for a worker.
+    let direct = db.open().await;
+    assert_eq!(direct.counts().await.expect("counts").pending, 1);
+}
+
+#[cfg_attr(
+    not(any(feature = "durable-postgres", feature = "durable-redis")),
+    allow(dead_code)
+)]
+async fn a_durable_dispatch_to_a_server_that_went_down_fails_naming_the_store_in_bounded_time(
+    db: TestStore,
+) {
+    let (store, outage) = db.open_through_outage().await;
+    let jobs = Jobs::builder(Ledger::new()).durable(store.clone()).build();
+    outage.cut();
+    let error = timeout(
+        LIMIT,
+        jobs.dispatch(Deliver { order: 1 }).on(Connection::Durable),
+    )
+    .await
+    .expect("the dispatch fails within the limit instead of hanging")
+    .expect_err("the server is down");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("cannot dispatch job `deliver` on `durable`: durable job store `")
+            && message.contains(store.location())
+            && message.contains("storing the job failed"),
+        "{message}"
+    );
+    assert_eq!(jobs.stats().of::<Deliver>().dispatched, 0);
+}
+
 /// Records which orders ran, and publishes how many runs there were.
 struct Ledger {
     runs: Mutex<Vec<u64>>,
@@ -415,7 +587,9 @@ async fn every_stored_job_runs_exactly_once_when_no_worker_dies(db: TestStore) {
     assert_eq!(ledger.sorted_runs(), (0..N).collect::<Vec<_>>());
 }
 
-async fn retries_and_the_failed_hook_run_inside_one_stored_execution_that_is_not_rerun(db: TestStore) {
+async fn retries_and_the_failed_hook_run_inside_one_stored_execution_that_is_not_rerun(
+    db: TestStore,
+) {
     let ledger = Ledger::new();
     let store = db.open().await;
     let jobs = Jobs::builder(ledger.clone()).durable(store).build();
@@ -853,7 +1027,9 @@ async fn a_worker_whose_grace_runs_out_returns_counting_the_jobs_left_running(db
         .expect_err("a job was still running");
     assert_eq!(error.abandoned(), 1, "{error}");
     assert!(
-        error.to_string().contains("grace of 200ms ran out with 1 job(s) still running"),
+        error
+            .to_string()
+            .contains("grace of 200ms ran out with 1 job(s) still running"),
         "{error}"
     );
     // Not lost: still taken in the store, for another worker once this
@@ -865,7 +1041,9 @@ async fn a_worker_whose_grace_runs_out_returns_counting_the_jobs_left_running(db
 async fn two_queues_on_one_store_do_not_see_each_others_jobs(db: TestStore) {
     let ledger = Ledger::new();
     let store = db.open().await;
-    let other = store.clone().queue(&format!("{}-other", store.queue_name()));
+    let other = store
+        .clone()
+        .queue(&format!("{}-other", store.queue_name()));
     let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
     let other_jobs = Jobs::builder(Ledger::new()).durable(other.clone()).build();
     other_jobs
