@@ -34,7 +34,7 @@ use axum::{Json, Router};
 use batch_examples::{register, ShipOrder, Shipment, Shipping, TempStore};
 use batch_runtime::defer::{DeferLayer, DeferRuntime, Deferred};
 use batch_runtime::jobs::background::{child_entry, BackgroundConfig};
-use batch_runtime::jobs::durable::DurableStore;
+use batch_runtime::jobs::durable::{DurableStore, StoreError};
 use batch_runtime::jobs::{Backoff, Connection, Job, JobError, Jobs};
 use batch_runtime::{batch, Client, Request};
 use serde::{Deserialize, Serialize};
@@ -495,16 +495,23 @@ async fn shop_main() -> Result<(), Box<dyn std::error::Error>> {
     // they are all done, then stop the worker (it would finish a job in
     // flight first).
     let store = shipping.durable_store().ok_or("durable is configured")?;
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while store
-            .counts()
-            .await
-            .map_or(true, |c| c.done < responses.len() as u64)
-        {
+    let all_done = async {
+        loop {
+            let counts = store.counts().await?;
+            if counts.done + counts.failed >= responses.len() as u64 {
+                return Ok::<_, StoreError>(counts);
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    })
-    .await?;
+    };
+    let mut worker = worker;
+    tokio::select! {
+        counts = all_done => { counts?; }
+        stopped = &mut worker => return Err(format!("the durable worker stopped early: {stopped:?}").into()),
+        () = tokio::time::sleep(Duration::from_secs(30)) => {
+            return Err(format!("the durable jobs are not done after 30 s: {:?}", store.counts().await?).into());
+        }
+    }
     let _ = stop_worker.send(());
     worker.await??;
     let shipping_stats = shipping.stats_with_store().await?;

@@ -173,3 +173,66 @@ impl Drop for TempStore {
         self.remove();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::TempStore;
+
+    fn files(db: &std::path::Path) -> Vec<PathBuf> {
+        ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| {
+                let mut file = db.to_path_buf().into_os_string();
+                file.push(suffix);
+                file.into()
+            })
+            .collect()
+    }
+
+    fn fill(store: &TempStore) {
+        for path in files(store.path()) {
+            std::fs::write(path, b"x").expect("the temp dir is writable");
+        }
+    }
+
+    #[test]
+    fn a_temp_store_removes_its_file_and_the_wal_files_when_dropped() {
+        let store = TempStore::new("guard-test");
+        let paths = files(store.path());
+        fill(&store);
+        drop(store);
+        for path in &paths {
+            assert!(!path.exists(), "{} is left", path.display());
+        }
+    }
+
+    #[test]
+    fn a_temp_store_is_removed_when_the_code_holding_it_panics() {
+        let db =
+            std::env::temp_dir().join(format!("batch-guard-panic-test-{}.db", std::process::id()));
+        let outcome = std::panic::catch_unwind(|| {
+            let store = TempStore::new("guard-panic-test");
+            assert_eq!(store.path(), db);
+            fill(&store);
+            panic!("the demo failed halfway");
+        });
+        assert!(outcome.is_err());
+        for path in files(&db) {
+            assert!(!path.exists(), "{} is left", path.display());
+        }
+    }
+
+    #[test]
+    fn a_temp_store_starts_from_no_file() {
+        let first = TempStore::new("guard-fresh-test");
+        fill(&first);
+        // A store of an earlier process with the same pid is not reused.
+        std::mem::forget(first);
+        let second = TempStore::new("guard-fresh-test");
+        for path in files(second.path()) {
+            assert!(!path.exists(), "{} is left", path.display());
+        }
+    }
+}
