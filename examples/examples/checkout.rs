@@ -2,7 +2,7 @@
 //! it) and defers the rest (inventory, warehouse, analytics, CRM) until
 //! after the response has been sent.
 //!
-//! Run with `cargo run --example checkout`. Five small upstream services and
+//! Run with `cargo run --example checkout`. Six small upstream services and
 //! the shop start on 127.0.0.1; a client places four orders one after the
 //! other and a timeline shows each response returning long before its
 //! deferred batch finishes. Order 3 meets a warehouse `503`, so `catch`
@@ -34,7 +34,7 @@ use axum::{Json, Router};
 use batch_examples::{register, ShipOrder, Shipment, Shipping, TempStore};
 use batch_runtime::defer::{DeferLayer, DeferRuntime, Deferred};
 use batch_runtime::jobs::background::{child_entry, BackgroundConfig};
-use batch_runtime::jobs::durable::{DurableStore, StoreError};
+use batch_runtime::jobs::durable::{DurableStore, StoreError, WorkerError};
 use batch_runtime::jobs::{Backoff, Connection, Job, JobError, Jobs};
 use batch_runtime::{batch, Client, Request};
 use serde::{Deserialize, Serialize};
@@ -427,10 +427,10 @@ async fn shop_main() -> Result<(), Box<dyn std::error::Error>> {
     let shipping = Jobs::builder(Shipping::new("shop-worker", clock.0))
         .durable(store)
         .build();
-    let (stop_worker, worker_stop) = tokio::sync::oneshot::channel::<()>();
+    let (stop_worker, stop_signal) = tokio::sync::oneshot::channel::<()>();
     let worker = shipping.durable_worker("shop-worker", register)?;
     let worker = tokio::spawn(worker.run_until(async {
-        let _ = worker_stop.await;
+        let _ = stop_signal.await;
     }));
 
     let finished = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -492,26 +492,11 @@ async fn shop_main() -> Result<(), Box<dyn std::error::Error>> {
     let report = jobs.shutdown(Duration::from_secs(10)).await;
     clock.log(format_args!("jobs: {report}"));
     // The store is the durable jobs' source of truth: wait until it says
-    // they are all done, then stop the worker (it would finish a job in
+    // they have all run, then stop the worker (it would finish a job in
     // flight first).
     let store = shipping.durable_store().ok_or("durable is configured")?;
-    let all_done = async {
-        loop {
-            let counts = store.counts().await?;
-            if counts.done + counts.failed >= responses.len() as u64 {
-                return Ok::<_, StoreError>(counts);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
     let mut worker = worker;
-    tokio::select! {
-        counts = all_done => { counts?; }
-        stopped = &mut worker => return Err(format!("the durable worker stopped early: {stopped:?}").into()),
-        () = tokio::time::sleep(Duration::from_secs(30)) => {
-            return Err(format!("the durable jobs are not done after 30 s: {:?}", store.counts().await?).into());
-        }
-    }
+    wait_until_run(store, responses.len(), &mut worker).await?;
     let _ = stop_worker.send(());
     worker.await??;
     let shipping_stats = shipping.stats_with_store().await?;
@@ -564,4 +549,31 @@ async fn shop_main() -> Result<(), Box<dyn std::error::Error>> {
     );
     store.close().await;
     Ok(())
+}
+
+/// Waits until the store says `jobs` durable jobs have run (done or
+/// failed); an error if the worker stops first or it takes over 30 s.
+async fn wait_until_run(
+    store: &DurableStore,
+    jobs: usize,
+    worker: &mut tokio::task::JoinHandle<Result<(), WorkerError>>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let all_run = async {
+        loop {
+            let counts = store.counts().await?;
+            if counts.done + counts.failed >= jobs as u64 {
+                return Ok::<_, StoreError>(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        all_run = all_run => Ok(all_run?),
+        stopped = worker => Err(format!("the durable worker stopped early: {stopped:?}").into()),
+        () = tokio::time::sleep(Duration::from_secs(30)) => Err(format!(
+            "the durable jobs have not all run after 30 s: {:?}",
+            store.counts().await?
+        )
+        .into()),
+    }
 }

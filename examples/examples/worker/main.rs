@@ -59,7 +59,8 @@ async fn run_worker(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let spec = std::env::var("BATCH_JOBS_STORE").unwrap_or_else(|_| "jobs.db".to_owned());
     let stop = shutdown_signal()?;
-    let store = DurableStore::sqlite(&spec).await?; // LEAD: `DurableStore::open(&spec)` (a path, postgres:// or redis://)
+    // LEAD: the one line to switch to `DurableStore::open(&spec)` (a path, postgres:// or redis://).
+    let store = DurableStore::sqlite(&spec).await?;
     let store = match heartbeat {
         Some(interval) => store.heartbeat(interval),
         None => store,
