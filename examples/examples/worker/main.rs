@@ -11,10 +11,11 @@
 //!
 //! Run several against one store to share the jobs. The job types come
 //! from the examples' shared module ([`batch_examples::register`]), the
-//! same ones the dispatcher uses. A worker killed mid-job (`kill -9`, OOM,
-//! power loss) is noticed by the other workers after two missed
-//! heartbeats (30 s each by default): they run its jobs again, so
-//! delivery is at-least-once. `--demo-crash` shows it, see `crash_demo.rs`.
+//! same ones the dispatcher uses. A worker killed mid-job (`kill -9`, an
+//! OOM kill, a lost machine) is taken for dead by the other workers, or by
+//! its replacement, after two missed heartbeats (30 s each by default):
+//! they run its unfinished jobs again, so delivery is at-least-once.
+//! `--demo-crash` shows it, see `crash_demo.rs`.
 
 mod crash_demo;
 
