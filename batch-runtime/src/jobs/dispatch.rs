@@ -403,8 +403,8 @@ impl<C: Send + Sync + 'static> Jobs<C> {
     }
 
     /// The counters per job name, counted in this process (a snapshot;
-    /// no I/O). [`Stats::store`] is `None`: see
-    /// [`stats_with_store`](Jobs::stats_with_store).
+    /// no I/O). With the `durable-sqlite` feature, `Stats::store` is
+    /// `None` here: `Jobs::stats_with_store` reads the store's counts.
     pub fn stats(&self) -> Stats {
         self.inner.counters.snapshot()
     }

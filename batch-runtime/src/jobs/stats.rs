@@ -1,5 +1,5 @@
 //! Counters per job name ([`Jobs::stats`](super::Jobs::stats)), and the
-//! durable store's counts ([`Jobs::stats_with_store`](super::Jobs::stats_with_store)).
+//! durable store's counts (`Jobs::stats_with_store`, feature `durable-sqlite`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,8 +24,8 @@ pub struct JobStats {
 }
 
 /// The counters of every job name seen so far, by name, counted in this
-/// process; with [`Jobs::stats_with_store`](super::Jobs::stats_with_store),
-/// also the durable store's counts, which include other processes' jobs.
+/// process; with `Jobs::stats_with_store` (feature `durable-sqlite`), also
+/// the durable store's counts, which include other processes' jobs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Stats {
     by_name: BTreeMap<&'static str, JobStats>,
