@@ -40,6 +40,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let ctx = Shipping::quiet(&name, Instant::now());
             runtime.block_on(run_worker(&name, ctx, Some(crash_demo::HEARTBEAT)))
         }
+        Some(flag) if flag.starts_with('-') => {
+            eprintln!("usage: worker [NAME] | worker --demo-crash   (the store: BATCH_JOBS_STORE, default jobs.db)");
+            std::process::exit(if flag == "--help" || flag == "-h" {
+                0
+            } else {
+                2
+            })
+        }
         name => {
             let name = name.map_or_else(|| format!("worker-{}", std::process::id()), str::to_owned);
             runtime.block_on(run_worker(
