@@ -2,7 +2,7 @@
 //! it) and defers the rest (inventory, warehouse, analytics, CRM) until
 //! after the response has been sent.
 //!
-//! Run with `cargo run --example checkout`. Five small upstream services and
+//! Run with `cargo run --example checkout`. Six small upstream services and
 //! the shop start on 127.0.0.1; a client places four orders one after the
 //! other and a timeline shows each response returning long before its
 //! deferred batch finishes. Order 3 meets a warehouse `503`, so `catch`
@@ -14,6 +14,13 @@
 //! that burns CPU for a while. For order 2 the invoice renderer calls
 //! `abort()`: that child dies, its job fails alone (the `failed` hook
 //! runs in the shop), and the shop keeps serving.
+//!
+//! Durable jobs: each checkout also stores a `ShipOrder` job on `durable`,
+//! in a SQLite file in the temp dir (removed at exit), before it answers:
+//! had the shop died right after the response, the shipment would still be
+//! booked by the next worker. A durable worker in the shop's own process
+//! runs it; `cargo run --example worker` runs the same job types as a
+//! process of its own, and `-- --demo-crash` kills one mid-job.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,8 +31,10 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
+use batch_examples::{register, ShipOrder, Shipment, Shipping, TempStore};
 use batch_runtime::defer::{DeferLayer, DeferRuntime, Deferred};
 use batch_runtime::jobs::background::{child_entry, BackgroundConfig};
+use batch_runtime::jobs::durable::{DurableStore, StoreError, WorkerError};
 use batch_runtime::jobs::{Backoff, Connection, Job, JobError, Jobs};
 use batch_runtime::{batch, Client, Request};
 use serde::{Deserialize, Serialize};
@@ -194,6 +203,9 @@ struct Shop {
     /// When each order's deferred batch finished (ms since start).
     finished: Arc<std::sync::Mutex<Vec<(u32, u128)>>>,
     jobs: Jobs<Office>,
+    /// The durable jobs: their context is `Shipping`, shared with the
+    /// `worker` example, so they have a `Jobs` of their own.
+    shipping: Jobs<Shipping>,
     started_unix_ms: u128,
 }
 
@@ -203,6 +215,7 @@ struct Services {
     warehouse: String,
     analytics: String,
     crm: String,
+    carrier: String,
 }
 
 async fn checkout(
@@ -224,6 +237,25 @@ async fn checkout(
             return (StatusCode::PAYMENT_REQUIRED, Json(body));
         }
     };
+
+    // The shipment must happen even if the shop dies right after
+    // answering: store it (durable) before the response.
+    let ship = ShipOrder {
+        order: order.id,
+        warehouse: s.carrier.clone(),
+        label_ms: 100,
+    };
+    match shop.shipping.dispatch(ship).on(Connection::Durable).await {
+        Ok(stored) => shop.clock.log(format_args!(
+            "order {}: ShipOrder stored before the response (durable, stored id {})",
+            order.id,
+            stored.stored_id().unwrap_or("-")
+        )),
+        Err(err) => {
+            let body = json!({ "order": order.id, "error": err.to_string() });
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+        }
+    }
 
     // The response does not need the rest: defer it.
     let (clock, id, deferred_at) = (shop.clock, order.id, shop.clock.ms());
@@ -295,6 +327,19 @@ async fn service(
     Ok(format!("http://{addr}"))
 }
 
+/// The carrier's booking desk, which `ShipOrder` posts to.
+async fn carrier() -> std::io::Result<String> {
+    let app = Router::new().route(
+        "/ship",
+        post(|Json(shipment): Json<Shipment>| async move {
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            Json(json!({ "booked": shipment.order }))
+        }),
+    );
+    let addr = serve(app, std::future::pending()).await?;
+    Ok(format!("http://{addr}"))
+}
+
 async fn serve(
     app: Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
@@ -324,6 +369,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn shop_main() -> Result<(), Box<dyn std::error::Error>> {
+    // Declared first, so it is dropped last: the store's files go on every
+    // way out of this function, an early `?` included.
+    let db = TempStore::new("checkout");
     let clock = Clock(Instant::now());
     let started_unix_ms = unix_ms();
     let services = Services {
@@ -360,6 +408,7 @@ async fn shop_main() -> Result<(), Box<dyn std::error::Error>> {
             (StatusCode::OK, json!({}))
         })
         .await?,
+        carrier: carrier().await?,
     };
 
     let runtime = DeferRuntime::new();
@@ -373,9 +422,21 @@ async fn shop_main() -> Result<(), Box<dyn std::error::Error>> {
         .deferred(&runtime)
         .background(BackgroundConfig::default())
         .build();
+    // Durable jobs: a SQLite store, and a worker in this process.
+    let store = DurableStore::sqlite(db.path()).await?;
+    let shipping = Jobs::builder(Shipping::new("shop-worker", clock.0))
+        .durable(store)
+        .build();
+    let (stop_worker, stop_signal) = tokio::sync::oneshot::channel::<()>();
+    let worker = shipping.durable_worker("shop-worker", register)?;
+    let worker = tokio::spawn(worker.run_until(async {
+        let _ = stop_signal.await;
+    }));
+
     let finished = Arc::new(std::sync::Mutex::new(Vec::new()));
     let shop = Shop {
         jobs: jobs.clone(),
+        shipping: shipping.clone(),
         started_unix_ms,
         finished: finished.clone(),
         client: Client::builder().timeout(Duration::from_secs(5)).build()?,
@@ -397,7 +458,8 @@ async fn shop_main() -> Result<(), Box<dyn std::error::Error>> {
             .await
     });
     clock.log(format_args!(
-        "shop listening on {shop_url}; five upstream services up"
+        "shop listening on {shop_url}; six upstream services up; durable jobs in {}",
+        db.path().display()
     ));
 
     let customer = Client::new();
@@ -429,6 +491,16 @@ async fn shop_main() -> Result<(), Box<dyn std::error::Error>> {
     clock.log(format_args!("defer runtime {report}"));
     let report = jobs.shutdown(Duration::from_secs(10)).await;
     clock.log(format_args!("jobs: {report}"));
+    // The store is the durable jobs' source of truth: wait until it says
+    // they have all run, then stop the worker (it would finish a job in
+    // flight first).
+    let store = shipping.durable_store().ok_or("durable is configured")?;
+    let mut worker = worker;
+    wait_until_run(store, responses.len(), &mut worker).await?;
+    let _ = stop_worker.send(());
+    worker.await??;
+    let shipping_stats = shipping.stats_with_store().await?;
+    clock.log("durable worker stopped");
 
     println!("\ntimeline (ms since start)");
     println!("order  response took  response at  deferred batch finished at");
@@ -441,10 +513,16 @@ async fn shop_main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{id:>5}  {:>10} ms  {:>8} ms  {done}", took, at);
     }
     println!("\njobs (dispatched / succeeded / failed / retried)");
-    for (name, s) in jobs.stats().iter() {
+    for (name, s) in jobs.stats().iter().chain(shipping_stats.iter()) {
         println!(
             "{name:<16} {} / {} / {} / {}",
             s.dispatched, s.succeeded, s.failed, s.retried
+        );
+    }
+    if let Some(c) = shipping_stats.store() {
+        println!(
+            "durable store (pending / running / failed / done): {} / {} / {} / {}",
+            c.pending, c.running, c.failed, c.done
         );
     }
     let failures = office
@@ -465,7 +543,37 @@ async fn shop_main() -> Result<(), Box<dyn std::error::Error>> {
         "\nEach checkout answered after the payment only (slowest {slowest} ms, while \
          invoices burned CPU for 700 ms each); its inventory/warehouse/analytics/CRM \
          batch and RecordDelivery job ran after the response had been sent. Order 2's \
-         invoice child aborted: that job failed alone, the shop kept serving."
+         invoice child aborted: that job failed alone, the shop kept serving. Each \
+         ShipOrder was in the store before its response: a crash after answering would \
+         not have lost it."
     );
+    store.close().await;
     Ok(())
+}
+
+/// Waits until the store says `jobs` durable jobs have run (done or
+/// failed); an error if the worker stops first or it takes over 30 s.
+async fn wait_until_run(
+    store: &DurableStore,
+    jobs: usize,
+    worker: &mut tokio::task::JoinHandle<Result<(), WorkerError>>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let all_run = async {
+        loop {
+            let counts = store.counts().await?;
+            if counts.done + counts.failed >= jobs as u64 {
+                return Ok::<_, StoreError>(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        all_run = all_run => Ok(all_run?),
+        stopped = worker => Err(format!("the durable worker stopped early: {stopped:?}").into()),
+        () = tokio::time::sleep(Duration::from_secs(30)) => Err(format!(
+            "the durable jobs have not all run after 30 s: {:?}",
+            store.counts().await?
+        )
+        .into()),
+    }
 }

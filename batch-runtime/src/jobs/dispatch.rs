@@ -402,9 +402,54 @@ impl<C: Send + Sync + 'static> Jobs<C> {
         }
     }
 
-    /// The counters per job name.
+    /// The counters per job name, counted in this process (a snapshot;
+    /// no I/O). With the `durable-sqlite` feature, `Stats::store` is
+    /// `None` here: `Jobs::stats_with_store` reads the store's counts.
     pub fn stats(&self) -> Stats {
         self.inner.counters.snapshot()
+    }
+
+    /// [`stats`](Jobs::stats), plus the `durable` store's jobs by state
+    /// in [`Stats::store`]: pending, running, failed and done, read from
+    /// the store, so they include jobs dispatched and run by other
+    /// processes. `Stats::store` is `None` when no durable store is
+    /// configured; an error when the store cannot be read.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use batch_runtime::jobs::durable::DurableStore;
+    /// use batch_runtime::jobs::{Connection, Job, JobError, Jobs};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Invoice { order: u64 }
+    ///
+    /// impl Job for Invoice {
+    ///     const NAME: &'static str = "invoice";
+    ///     type Context = ();
+    ///     async fn handle(&self, _: &()) -> Result<(), JobError> { Ok(()) }
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let path = std::env::temp_dir().join(format!("batch-stats-doc-{}.db", std::process::id()));
+    /// let jobs = Jobs::builder(Arc::new(())).durable(DurableStore::sqlite(&path).await?).build();
+    /// jobs.dispatch(Invoice { order: 17 }).on(Connection::Durable).await?;
+    ///
+    /// let stats = jobs.stats_with_store().await?;
+    /// assert_eq!(stats.of::<Invoice>().dispatched, 1);  // this process' counters
+    /// let store = stats.store().expect("a durable store is configured");
+    /// assert_eq!((store.pending, store.done), (1, 0));   // no worker has run it yet
+    /// assert_eq!(jobs.stats().store(), None);            // `stats()` reads no store
+    /// # for suffix in ["", "-wal", "-shm"] { let _ = std::fs::remove_file(format!("{}{suffix}", path.display())); }
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    #[cfg(feature = "durable-sqlite")]
+    pub async fn stats_with_store(&self) -> Result<Stats, StoreError> {
+        let stats = self.stats();
+        match self.durable_store() {
+            Some(store) => Ok(stats.with_store(store.counts().await?)),
+            None => Ok(stats),
+        }
     }
 
     /// Background children running now and at their peak.
