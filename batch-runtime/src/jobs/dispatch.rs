@@ -443,7 +443,7 @@ impl<C: Send + Sync + 'static> Jobs<C> {
     /// # for suffix in ["", "-wal", "-shm"] { let _ = std::fs::remove_file(format!("{}{suffix}", path.display())); }
     /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
     /// ```
-    #[cfg(feature = "durable-sqlite")]
+    #[cfg(feature = "durable")]
     pub async fn stats_with_store(&self) -> Result<Stats, StoreError> {
         let stats = self.stats();
         match self.durable_store() {

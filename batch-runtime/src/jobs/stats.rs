@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-#[cfg(feature = "durable-sqlite")]
+#[cfg(feature = "durable")]
 use super::durable::StoreCounts;
 
 /// The counters of one job name.
@@ -29,7 +29,7 @@ pub struct JobStats {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Stats {
     by_name: BTreeMap<&'static str, JobStats>,
-    #[cfg(feature = "durable-sqlite")]
+    #[cfg(feature = "durable")]
     store: Option<StoreCounts>,
 }
 
@@ -54,12 +54,12 @@ impl Stats {
     /// [`Jobs::stats_with_store`](super::Jobs::stats_with_store). `None`
     /// from [`Jobs::stats`](super::Jobs::stats), which reads no store, and
     /// when no durable store is configured.
-    #[cfg(feature = "durable-sqlite")]
+    #[cfg(feature = "durable")]
     pub fn store(&self) -> Option<StoreCounts> {
         self.store
     }
 
-    #[cfg(feature = "durable-sqlite")]
+    #[cfg(feature = "durable")]
     pub(crate) fn with_store(mut self, counts: StoreCounts) -> Self {
         self.store = Some(counts);
         self
@@ -83,129 +83,5 @@ impl Counters {
 
     pub(crate) fn snapshot(&self) -> Stats {
         self.lock().clone()
-    }
-}
-
-#[cfg(all(test, feature = "durable-sqlite"))]
-mod tests {
-    use std::path::PathBuf;
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::Arc;
-
-    use serde::{Deserialize, Serialize};
-
-    use crate::jobs::durable::{DurableStore, StoreCounts};
-    use crate::jobs::{Connection, Job, JobError, Jobs};
-
-    /// A SQLite file in the temp dir, removed (with its WAL files) on drop.
-    struct TempDb(PathBuf);
-
-    impl TempDb {
-        fn new(test: &str) -> TempDb {
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let name = format!("batch-stats-{test}-{}-{n}.db", std::process::id());
-            let path = std::env::temp_dir().join(name);
-            let _ = std::fs::remove_file(&path);
-            TempDb(path)
-        }
-    }
-
-    impl Drop for TempDb {
-        fn drop(&mut self) {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut name = self.0.clone().into_os_string();
-                name.push(suffix);
-                let _ = std::fs::remove_file(name);
-            }
-        }
-    }
-
-    #[derive(Serialize, Deserialize)]
-    struct Ping {
-        n: u32,
-    }
-
-    impl Job for Ping {
-        const NAME: &'static str = "ping";
-        type Context = ();
-        async fn handle(&self, _: &()) -> Result<(), JobError> {
-            Ok(())
-        }
-    }
-
-    fn counts(pending: u64, running: u64, failed: u64, done: u64) -> StoreCounts {
-        StoreCounts {
-            pending,
-            running,
-            failed,
-            done,
-        }
-    }
-
-    #[tokio::test]
-    async fn stats_with_store_reads_the_store_including_jobs_other_processes_stored() {
-        let db = TempDb::new("store");
-        let store = DurableStore::sqlite(&db.0).await.expect("store opens");
-        let jobs = Jobs::builder(Arc::new(())).durable(store).build();
-        for n in 0..3 {
-            jobs.dispatch(Ping { n })
-                .on(Connection::Durable)
-                .await
-                .expect("the store takes the job");
-        }
-        // Another process' dispatcher: its own `Jobs` on the same file.
-        let other = Jobs::builder(Arc::new(()))
-            .durable(DurableStore::sqlite(&db.0).await.expect("store opens"))
-            .build();
-        other
-            .dispatch(Ping { n: 3 })
-            .on(Connection::Durable)
-            .await
-            .expect("the store takes the job");
-
-        let stats = jobs.stats_with_store().await.expect("the store counts");
-        assert_eq!(stats.store(), Some(counts(4, 0, 0, 0)));
-        // The in-process counters are this `Jobs`' own.
-        assert_eq!(stats.of::<Ping>().dispatched, 3);
-        assert_eq!(stats.iter().count(), 1);
-        // `stats()` reads no store.
-        assert_eq!(jobs.stats().store(), None);
-        assert!(jobs.stats().iter().eq(stats.iter()));
-    }
-
-    #[tokio::test]
-    async fn stats_with_store_is_none_without_a_durable_store_and_for_the_fake() {
-        let jobs = Jobs::builder(Arc::new(())).build();
-        jobs.dispatch(Ping { n: 1 })
-            .on(Connection::Sync)
-            .await
-            .expect("sync runs the job");
-        let stats = jobs.stats_with_store().await.expect("no store to fail");
-        assert_eq!(stats.store(), None);
-        assert_eq!(stats.of::<Ping>().succeeded, 1);
-
-        let fake = Jobs::<()>::fake();
-        let stats = fake.jobs().stats_with_store().await.expect("no store");
-        assert_eq!(stats.store(), None);
-    }
-
-    #[tokio::test]
-    async fn stats_with_store_fails_naming_the_store_when_it_cannot_be_read() {
-        let db = TempDb::new("closed");
-        let store = DurableStore::sqlite(&db.0).await.expect("store opens");
-        let jobs = Jobs::builder(Arc::new(())).durable(store.clone()).build();
-        store.close().await;
-        let error = jobs
-            .stats_with_store()
-            .await
-            .expect_err("a closed store counts nothing");
-        assert_eq!(error.location(), db.0.display().to_string());
-        assert!(
-            error.to_string().contains("counting the jobs failed"),
-            "{error}"
-        );
-        // The in-process counters stay readable.
-        assert_eq!(jobs.stats().store(), None);
     }
 }

@@ -6,6 +6,8 @@
 //! ```sh
 //! cargo run --example worker                      # jobs.db in this directory, named worker-<pid>
 //! BATCH_JOBS_STORE=/var/lib/shop/jobs.db cargo run --example worker -- worker-a
+//! BATCH_JOBS_STORE=postgres://postgres@127.0.0.1:5432/test cargo run --example worker
+//! BATCH_JOBS_STORE=redis://127.0.0.1:6379 cargo run --example worker
 //! cargo run --example worker -- --demo-crash      # kill -9 a worker mid-job, start another
 //! ```
 //!
@@ -68,8 +70,9 @@ async fn run_worker(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let spec = std::env::var("BATCH_JOBS_STORE").unwrap_or_else(|_| "jobs.db".to_owned());
     let stop = shutdown_signal()?;
-    // LEAD: the one line to switch to `DurableStore::open(&spec)` (a path, postgres:// or redis://).
-    let store = DurableStore::sqlite(&spec).await?;
+    // A SQLite path, or a postgres:// or redis:// URL to share the jobs
+    // with workers on other machines.
+    let store = DurableStore::open(&spec).await?;
     let store = match heartbeat {
         Some(interval) => store.heartbeat(interval),
         None => store,

@@ -214,6 +214,8 @@ on_every_store!(
     a_job_that_does_not_serialize_is_refused_and_nothing_is_stored,
     a_store_that_cannot_be_opened_names_the_store_and_the_step,
     two_queues_on_one_store_do_not_see_each_others_jobs,
+    stats_with_store_reads_the_store_including_jobs_other_processes_stored,
+    stats_with_store_fails_naming_the_store_when_it_cannot_be_read,
 );
 
 /// The cases for the stores on a server, run through a loopback proxy
@@ -1099,4 +1101,71 @@ fn durable_parses_from_configuration() {
     assert_eq!(Connection::Durable.to_string(), "durable");
     assert_eq!("failover".parse::<Connection>(), Ok(Connection::Failover));
     assert_eq!(Connection::Failover.to_string(), "failover");
+}
+
+async fn stats_with_store_reads_the_store_including_jobs_other_processes_stored(db: TestStore) {
+    let jobs = Jobs::builder(Ledger::new())
+        .durable(db.open().await)
+        .build();
+    for order in 0..3 {
+        jobs.dispatch(Deliver { order })
+            .on(Connection::Durable)
+            .await
+            .expect("the store takes the job");
+    }
+    // Another process' dispatcher: its own `Jobs` on the same store.
+    let other = Jobs::builder(Ledger::new())
+        .durable(db.open().await)
+        .build();
+    other
+        .dispatch(Deliver { order: 3 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+
+    let stats = jobs.stats_with_store().await.expect("the store counts");
+    let store = stats.store().expect("a durable store is configured");
+    assert_eq!(
+        (store.pending, store.running, store.failed, store.done),
+        (4, 0, 0, 0)
+    );
+    // The in-process counters are this `Jobs`' own.
+    assert_eq!(stats.of::<Deliver>().dispatched, 3);
+    assert_eq!(stats.iter().count(), 1);
+    // `stats()` reads no store.
+    assert_eq!(jobs.stats().store(), None);
+    assert!(jobs.stats().iter().eq(stats.iter()));
+}
+
+async fn stats_with_store_fails_naming_the_store_when_it_cannot_be_read(db: TestStore) {
+    let store = db.open().await;
+    let jobs = Jobs::builder(Ledger::new()).durable(store.clone()).build();
+    store.close().await;
+    let error = jobs
+        .stats_with_store()
+        .await
+        .expect_err("a closed store counts nothing");
+    assert_eq!(error.location(), store.location());
+    assert!(
+        error.to_string().contains("counting the jobs failed"),
+        "{error}"
+    );
+    // The in-process counters stay readable.
+    assert_eq!(jobs.stats().store(), None);
+}
+
+#[tokio::test]
+async fn stats_with_store_is_none_without_a_durable_store_and_for_the_fake() {
+    let jobs = Jobs::builder(Ledger::new()).build();
+    jobs.dispatch(Deliver { order: 1 })
+        .on(Connection::Sync)
+        .await
+        .expect("sync runs the job");
+    let stats = jobs.stats_with_store().await.expect("no store to fail");
+    assert_eq!(stats.store(), None);
+    assert_eq!(stats.of::<Deliver>().succeeded, 1);
+
+    let fake = Jobs::<Ledger>::fake();
+    let stats = fake.jobs().stats_with_store().await.expect("no store");
+    assert_eq!(stats.store(), None);
 }
