@@ -216,6 +216,7 @@ on_every_store!(
     two_queues_on_one_store_do_not_see_each_others_jobs,
     stats_with_store_reads_the_store_including_jobs_other_processes_stored,
     stats_with_store_fails_naming_the_store_when_it_cannot_be_read,
+    a_worker_restarted_at_once_under_its_name_still_reruns_the_job_it_died_with,
 );
 
 /// The cases for the stores on a server, run through a loopback proxy
@@ -1168,4 +1169,34 @@ async fn stats_with_store_is_none_without_a_durable_store_and_for_the_fake() {
     let fake = Jobs::<Ledger>::fake();
     let stats = fake.jobs().stats_with_store().await.expect("no store");
     assert_eq!(stats.store(), None);
+}
+
+/// A store may take back a dead worker's jobs only while no live worker
+/// holds its name: a worker restarted at once under the same name must
+/// not adopt (and so never re-run) the job its predecessor died with.
+async fn a_worker_restarted_at_once_under_its_name_still_reruns_the_job_it_died_with(
+    db: TestStore,
+) {
+    let ledger = Ledger::new();
+    let heartbeat = Duration::from_secs(1);
+    let store = db.open().await.heartbeat(heartbeat);
+    let jobs = Jobs::builder(ledger.clone()).durable(store).build();
+    jobs.dispatch(Invoice { order: 6 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    let (_never_stopped, dying) = spawn_worker(&jobs, "phoenix-worker");
+    ledger.wait_runs(1).await;
+    dying.abort();
+    let killed_at = std::time::Instant::now();
+    let (stop, task) = spawn_worker(&jobs, "phoenix-worker");
+    ledger.wait_runs(2).await;
+    let recovered_after = killed_at.elapsed();
+    stop_worker(stop, task).await;
+    assert_eq!(ledger.sorted_runs(), vec![6, 6]);
+    assert_eq!(jobs.stats().of::<Invoice>().succeeded, 1);
+    assert!(
+        recovered_after < heartbeat * 6,
+        "recovered after {recovered_after:?}"
+    );
 }

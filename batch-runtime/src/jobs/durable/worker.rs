@@ -162,9 +162,14 @@ impl<C: Send + Sync + 'static> DurableWorker<C> {
             shutdown.await;
             let _ = told.send(());
         });
+        // The store knows a worker by the name it registers: one per run,
+        // so a worker restarted at once under its name is not taken for
+        // its dead predecessor, whose jobs then run again (the stores take
+        // back only the jobs of a name that stopped beating).
+        let registered = format!("{}-{}", self.name, ulid::Ulid::generate());
         let run = self
             .store
-            .run_worker(self.name.clone(), self.shared.clone(), signal);
+            .run_worker(registered, self.shared.clone(), signal);
         let error = |message: String, abandoned: usize| WorkerError {
             worker: self.name.clone(),
             location: self.store.location().to_owned(),
