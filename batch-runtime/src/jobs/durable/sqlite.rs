@@ -15,6 +15,7 @@ use apalis_core::worker::builder::WorkerBuilder;
 use apalis_sqlite::{Config, SqliteConnectOptions, SqlitePoolOptions, SqliteStorage};
 use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 
+use super::poll::EveryInterval;
 use super::worker::{handle_stored, Shared};
 use super::{
     Backend, DurableStore, Envelope, FailedJob, StoreBackend, StoreCounts, StoreError,

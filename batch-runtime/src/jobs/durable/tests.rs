@@ -217,6 +217,7 @@ on_every_store!(
     stats_with_store_reads_the_store_including_jobs_other_processes_stored,
     stats_with_store_fails_naming_the_store_when_it_cannot_be_read,
     a_worker_restarted_at_once_under_its_name_still_reruns_the_job_it_died_with,
+    an_idle_worker_finds_each_job_another_process_stores_within_its_poll_interval,
 );
 
 /// The cases for the stores on a server, run through a loopback proxy
@@ -1199,4 +1200,39 @@ async fn a_worker_restarted_at_once_under_its_name_still_reruns_the_job_it_died_
         recovered_after < heartbeat * 6,
         "recovered after {recovered_after:?}"
     );
+}
+
+/// An idle worker learns of jobs stored by other processes only by
+/// polling: each must be found within a few poll intervals, never at the
+/// next heartbeat (30 s).
+async fn an_idle_worker_finds_each_job_another_process_stores_within_its_poll_interval(
+    db: TestStore,
+) {
+    let ledger = Ledger::new();
+    let poll = Duration::from_millis(50);
+    let jobs = Jobs::builder(ledger.clone())
+        .durable(db.open().await.poll_interval(poll))
+        .build();
+    let other = Jobs::builder(Ledger::new())
+        .durable(db.open().await)
+        .build();
+    let (stop, task) = spawn_worker(&jobs, "idle-worker");
+    let mut slowest = Duration::ZERO;
+    for order in 0..12u64 {
+        // Land at different points of the poll cycle.
+        tokio::time::sleep(Duration::from_millis(37 * (order % 4) + 20)).await;
+        let stored_at = std::time::Instant::now();
+        other
+            .dispatch(Deliver { order })
+            .on(Connection::Durable)
+            .await
+            .expect("the store takes the job");
+        timeout(Duration::from_secs(5), ledger.wait_runs(order as usize + 1))
+            .await
+            .unwrap_or_else(|_| panic!("job {order} was not found within 5 s of being stored"));
+        slowest = slowest.max(stored_at.elapsed());
+    }
+    stop_worker(stop, task).await;
+    assert_eq!(ledger.sorted_runs(), (0..12).collect::<Vec<_>>());
+    assert!(slowest < Duration::from_secs(5), "slowest {slowest:?}");
 }
