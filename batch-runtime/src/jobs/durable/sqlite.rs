@@ -183,7 +183,11 @@ impl StoreBackend for SqliteBackend {
         signal: Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> Result<(), BoxDynError> {
         let worker = WorkerBuilder::new(name)
-            .backend(self.storage.clone().poll_with_interval(poll_interval))
+            .backend(
+                self.storage
+                    .clone()
+                    .poll_with_strategy(EveryInterval::new(poll_interval)),
+            )
             .data(shared)
             .build(handle_stored::<C>);
         worker
