@@ -1100,3 +1100,147 @@ fn durable_parses_from_configuration() {
     assert_eq!("failover".parse::<Connection>(), Ok(Connection::Failover));
     assert_eq!(Connection::Failover.to_string(), "failover");
 }
+
+/// Cases for what the Redis store adds to the shared semantics (see the
+/// `redis` module docs): apalis-redis keeps heartbeats in whole seconds
+/// and refuses a worker name that is still beating, and a shared
+/// connection cannot be closed, so `close` refuses commands.
+#[cfg(feature = "durable-redis")]
+mod redis_only {
+    use super::*;
+
+    /// Sleeps past the orphan timeout of a 1 s heartbeat (3 s on Redis).
+    #[derive(Serialize, Deserialize)]
+    struct Slow {
+        order: u64,
+    }
+
+    impl Job for Slow {
+        const NAME: &'static str = "slow";
+        type Context = Ledger;
+        async fn handle(&self, ledger: &Ledger) -> Result<(), JobError> {
+            ledger.record(self.order);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(())
+        }
+    }
+
+    fn spawn_slow_worker(
+        jobs: &Jobs<Ledger>,
+        name: &str,
+    ) -> (
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), WorkerError>>,
+    ) {
+        let worker = jobs
+            .durable_worker(name, |r| r.register::<Slow>().register::<Invoice>())
+            .expect("durable is configured");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run_until(async move {
+            let _ = stopped.await;
+        }));
+        (stop, task)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_outlasting_two_heartbeats_on_a_live_worker_is_not_taken_for_orphaned() {
+        on(Kind::Redis, "live-worker", |db| async move {
+            let ledger = Ledger::new();
+            let store = db.open().await.heartbeat(Duration::from_secs(1));
+            let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+            for order in 0..4 {
+                jobs.dispatch(Slow { order })
+                    .on(Connection::Durable)
+                    .await
+                    .expect("the store takes the job");
+            }
+            // Two live workers: each one's heartbeats look for the other's
+            // orphans all along the 5 s jobs (more than 2 x 1 s).
+            let (stop_a, a) = spawn_slow_worker(&jobs, "live-a");
+            let (stop_b, b) = spawn_slow_worker(&jobs, "live-b");
+            wait_counts(&store, |c| c.done == 4).await;
+            stop_worker(stop_a, a).await;
+            stop_worker(stop_b, b).await;
+            assert_eq!(ledger.sorted_runs(), vec![0, 1, 2, 3], "a job ran twice");
+            let counts = store.counts().await.expect("counts");
+            assert_eq!((counts.pending, counts.running, counts.failed), (0, 0, 0));
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_restarted_under_its_name_right_after_dying_starts_and_reruns_its_job() {
+        on(Kind::Redis, "same-name", |db| async move {
+            let ledger = Ledger::new();
+            let heartbeat = Duration::from_secs(1);
+            let store = db.open().await.heartbeat(heartbeat);
+            let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+            jobs.dispatch(Invoice { order: 6 })
+                .on(Connection::Durable)
+                .await
+                .expect("the store takes the job");
+            let (_never_stopped, dying) = spawn_slow_worker(&jobs, "web-1");
+            ledger.wait_runs(1).await;
+            dying.abort();
+            let killed_at = std::time::Instant::now();
+            // apalis-redis refuses a name whose last beat is younger than
+            // the orphan timeout: this run registers under a name of its own.
+            let (stop, task) = spawn_slow_worker(&jobs, "web-1");
+            ledger.wait_runs(2).await;
+            let recovered_after = killed_at.elapsed();
+            stop_worker(stop, task).await;
+            assert_eq!(ledger.sorted_runs(), vec![6, 6]);
+            assert!(
+                recovered_after < heartbeat * 6,
+                "recovered after {recovered_after:?}"
+            );
+            let counts = store.counts().await.expect("counts");
+            assert_eq!((counts.done, counts.running, counts.pending), (1, 0, 0));
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closing_the_store_stops_its_workers_with_an_error_and_refuses_every_command() {
+        on(Kind::Redis, "close", |db| async move {
+            let ledger = Ledger::new();
+            let store = db.open().await;
+            let other_queue = store.clone().queue(&format!("{}-other", db.queue));
+            let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+            jobs.dispatch(Deliver { order: 1 })
+                .on(Connection::Durable)
+                .await
+                .expect("the store takes the job");
+            let (_stop, task) = spawn_worker(&jobs, "closed-worker");
+            ledger.wait_runs(1).await;
+            store.close().await;
+            let error = timeout(LIMIT, task)
+                .await
+                .expect("the worker stops once its store is closed")
+                .expect("the worker task did not panic")
+                .expect_err("a closed store is an error for its worker");
+            assert!(error.to_string().contains(store.location()), "{error}");
+            let counted = store.counts().await.expect_err("counts on a closed store");
+            assert!(
+                counted.to_string().contains("the store was closed"),
+                "{counted}"
+            );
+            // Handles derived from the closed one share its connection.
+            assert!(other_queue.counts().await.is_err());
+            assert!(store.failed_jobs().await.is_err());
+            assert!(store.retry("any").await.is_err());
+            // Another open of the same server is a connection of its own.
+            // The job ran; whether its result was written before the close
+            // or it is still taken by the stopped worker (to run again
+            // after its heartbeat is missed), it is not lost.
+            let reopened = db.open().await;
+            let counts = reopened.counts().await.expect("counts");
+            assert_eq!(
+                (counts.done + counts.running, counts.pending),
+                (1, 0),
+                "{counts:?}"
+            );
+        })
+        .await;
+    }
+}
