@@ -1201,6 +1201,32 @@ mod redis_only {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_live_workers_given_one_name_run_side_by_side_without_taking_each_others_jobs() {
+        on(Kind::Redis, "one-name", |db| async move {
+            let ledger = Ledger::new();
+            let store = db.open().await.heartbeat(Duration::from_secs(1));
+            let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+            jobs.dispatch(Slow { order: 1 })
+                .on(Connection::Durable)
+                .await
+                .expect("the store takes the job");
+            // Replicas started from one configuration share a name.
+            let (stop_a, a) = spawn_slow_worker(&jobs, "replica");
+            ledger.wait_runs(1).await;
+            let (stop_b, b) = spawn_slow_worker(&jobs, "replica");
+            jobs.dispatch(Slow { order: 2 })
+                .on(Connection::Durable)
+                .await
+                .expect("the store takes the job");
+            wait_counts(&store, |c| c.done == 2).await;
+            stop_worker(stop_a, a).await;
+            stop_worker(stop_b, b).await;
+            assert_eq!(ledger.sorted_runs(), vec![1, 2], "a job ran twice");
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn closing_the_store_stops_its_workers_with_an_error_and_refuses_every_command() {
         on(Kind::Redis, "close", |db| async move {
             let ledger = Ledger::new();
