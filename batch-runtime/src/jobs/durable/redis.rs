@@ -1,114 +1,34 @@
 //! The Redis store: one Redis server shared by every process, through
-//! apalis-redis.
+//! apalis-redis. What users need to know (install, keys, what survives,
+//! heartbeats, timeouts, `close`) is on [`DurableStore::redis`]; these
+//! are the notes for maintainers on where this module departs from
+//! apalis-redis' own APIs, and why.
 //!
-//! # What to install and configure
-//!
-//! A Redis server, 6.2 or later (apalis' scripts use `ZADD GT`), that
-//! every dispatching and worker process reaches, named by a
-//! `redis://[:password@]host[:port][/db]` URL; the password is used and
-//! never shown ([`DurableStore::location`] leaves it out). `rediss://`
-//! (TLS) needs one of the `redis` crate's TLS features, which
-//! batch-runtime does not enable: add `redis = { version = "1", features
-//! = ["tokio-rustls-comp"] }` to the application to get it. A single
-//! server or a replicated primary: not Redis Cluster, since apalis'
-//! scripts touch keys that do not share a hash slot. Nothing else:
-//! apalis-redis has no schema, its keys are created by its own scripts on
-//! first use, so opening is idempotent by construction (it checks that
-//! the server answers).
-//!
-//! # Where jobs live: apalis' keys
-//!
-//! For the queue `q` ([`DurableStore::queue`], default
-//! [`DEFAULT_QUEUE`](super::DEFAULT_QUEUE)) apalis-redis keeps:
-//!
-//! | key | type | holds |
-//! |---|---|---|
-//! | `q:data` | hash | job id → the stored envelope (job name and JSON) |
-//! | `q:meta:<id>` | hash | the job's status, attempts, lock, last result |
-//! | `q:scheduled` | sorted set | jobs waiting for their time (every push lands here, due now or later) |
-//! | `q:active` | list | due jobs waiting for a worker |
-//! | `q:inflight:<worker>` | set | jobs a worker took and has not finished |
-//! | `q:workers` | sorted set | live workers by last heartbeat |
-//! | `q:done`, `q:dead` | sets | succeeded jobs, failed jobs |
-//! | `q:signal` | list | apalis' "jobs available" marker |
-//!
-//! [`DurableStore::counts`] reads them in one script: pending is
-//! `q:active` plus `q:scheduled`, running the workers' `q:inflight:*`
-//! sets, failed `q:dead`, done `q:done`. apalis' own `Metrics` cannot be
-//! used for this (its script reads `q:done` and `q:dead` as sorted sets,
-//! which apalis' result script writes as plain sets, and counts a
-//! `q:inflight` key no worker writes), nor `ListTasks` for the failed
-//! list (it reads a list named after the queue itself, not `q:dead`);
-//! [`DurableStore::failed_jobs`] and [`DurableStore::retry`] are scripts of
-//! their own on the same keys, written like apalis' `release_leases`
-//! script (a retried job is taken out of `q:dead`, its status reset to
-//! `Pending`, pushed on `q:active` and the signal raised, atomically).
-//! Done jobs keep their data in `q:data` and `q:meta:<id>` until removed
-//! (apalis' `Vacuum`).
-//!
-//! # What "stored" means, and what survives
-//!
-//! A dispatch returns once the server acknowledged apalis' push script:
-//! the job is in the server's memory, and survives this process (and any
-//! worker) being killed. Whether it survives the Redis server restarting
-//! is the server's persistence: with `appendonly yes` and `appendfsync
-//! always` every acknowledged push survives; with the default
-//! `appendfsync everysec` up to a second of pushes can be lost on a
-//! power cut; with RDB snapshots only, everything since the last
-//! snapshot; with neither (`save ""`, `appendonly no`, as on this
-//! project's test machine) a Redis restart loses every job. Use a
-//! Redis configured for durability, or the PostgreSQL store.
-//!
-//! # Heartbeats and jobs of a dead worker
-//!
-//! A worker registers in `q:workers` and beats there; each beat also
-//! re-enqueues the jobs of every worker whose last beat is too old
-//! (apalis' `reenqueue_orphaned` script), so a job running on a worker
-//! that died runs again on a live worker: delivery is at-least-once,
-//! de-duplicate on [`stored_id`](super::stored_id). apalis-redis records
-//! beats in whole seconds of each worker's clock and takes a worker for
-//! dead when `floor(now) - floor(last beat) >= timeout`. So that a worker
-//! is only taken for dead after more than two heartbeat intervals of
-//! silence, whatever the rounding, the timeout given to apalis is
-//! `ceil(2 x interval) + 1 s` and workers beat 12 times per timeout (every
-//! 250 ms for a 1 s interval, about 5 s for the default 30 s): the jobs of
-//! a dead worker run again between `2 x interval` and `2 x interval + 2 s`
-//! (plus one beat and one poll) after its last beat. The clocks of the
-//! machines running workers must agree to well under the interval (NTP).
-//!
-//! Every run of a worker registers under the name given to
-//! [`Jobs::durable_worker`](crate::jobs::Jobs::durable_worker) with a
-//! unique suffix: a worker restarted under the same name after a crash
-//! registers at once (apalis refuses a name still beating) and the jobs
-//! of the dead run are recovered by the timeout above. A worker that
-//! stopped gracefully removes itself from `q:workers`.
-//!
-//! A job's execution that failed (its attempts, backoff and `failed`
-//! hook ran, see the module docs of `durable`) is handed to apalis as an
-//! abort, so apalis files it in `q:dead` with its last error instead of
-//! rescheduling it (apalis-redis reschedules a plain failure up to 25
-//! times, whatever the task's `max_attempts`).
-//!
-//! # Timeouts, outages and `close`
-//!
-//! Connecting (at open and on every reconnect) times out after
-//! [`CONNECT_TIMEOUT`] and is tried [`CONNECT_TRIES`] times, a little
-//! apart; each command times out after [`RESPONSE_TIMEOUT`]. A dispatch
-//! while the server is down or unreachable therefore fails within
-//! about `RESPONSE_TIMEOUT` or `CONNECT_TRIES x CONNECT_TIMEOUT` (refused
-//! connections fail at once), with an error naming the store and the
-//! step; on `failover` the job then runs deferred. The connection is
-//! re-established by the next command once the server is back. A worker
-//! whose heartbeat or fetch fails stops with an error (apalis'
-//! behaviour): run workers under a supervisor that restarts them.
-//!
-//! All handles opened by one [`DurableStore::redis`] call (and those
-//! derived with `queue`, `heartbeat`, `poll_interval`) share one
-//! multiplexed connection. [`DurableStore::close`] marks it closed: every
-//! later command through it fails at once with "the store was closed"
-//! (dispatch, counts, and the heartbeat of a worker on it, which then
-//! stops with an error); commands already sent complete. The socket
-//! itself closes once the last handle using it is dropped.
+//! - Counts, the failed list and retry are Lua scripts of this module on
+//!   apalis' keys (taken from its `Config`). apalis' `Metrics` cannot
+//!   count: its `overview_by_queue.lua` reads `q:done` and `q:dead` with
+//!   `ZCARD` while `handle_results.lua` writes them with `SADD`, and it
+//!   counts a `q:inflight` key no worker writes (they write
+//!   `q:inflight:<worker>`). `ListTasks` reads a list named after the
+//!   queue itself rather than `q:active`, and `ListAllTasks` pages through
+//!   every job of the queue before filtering. The retry script does what
+//!   apalis' `release_leases.lua` does to a released job, atomically.
+//! - `handle_results.lua` reschedules a `Failed` result up to 25 times
+//!   whatever the task's `max_attempts` (a TODO in apalis); our handler
+//!   returns the failure of a stored execution as an `AbortError`, which
+//!   apalis records as `Killed` in `q:dead`.
+//! - Beats are whole seconds (`current_timestamp()` of each worker) and a
+//!   worker is orphaned when `floor(now) - floor(beat) >= timeout`: the
+//!   `Config` built here keeps a live worker from being taken for dead
+//!   (see [`RedisBackend::config`]).
+//! - `register_worker.lua` refuses a name that beat within the timeout
+//!   and the register step re-enqueues the jobs of a same-named worker
+//!   whose beat is older than one beat period: worker names get a unique
+//!   suffix per run. apalis' clean-up at a graceful stop `ZREM`s the
+//!   inflight set's key instead of the worker's name: the `UNREGISTER`
+//!   script here removes the name.
+//! - A `ConnectionManager` cannot be closed while clones of it live:
+//!   [`StoreConn`] refuses every command once closed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -134,19 +54,19 @@ use super::{
 };
 
 /// How long connecting to the Redis server may take, at open and on
-/// every reconnect.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// every reconnect (documented on [`DurableStore::redis`]).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How many times connecting is tried before a command fails (100 ms and
-/// then up to 200 ms apart).
-pub const CONNECT_TRIES: usize = 2;
+/// How many times connecting is tried before a command fails (100 to
+/// 200 ms apart).
+const CONNECT_TRIES: usize = 2;
 
 /// How long one command (a push, a count, a worker's fetch or heartbeat)
 /// may wait for the server's answer.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How many heartbeats a worker sends per orphan timeout; see the module
-/// docs.
+/// How many heartbeats a worker sends per orphan timeout; see
+/// [`RedisBackend::config`].
 const BEATS_PER_TIMEOUT: u32 = 12;
 
 /// The connection every handle of one opened store shares, refusing every
@@ -279,9 +199,17 @@ return 0
 });
 
 impl RedisBackend {
-    /// apalis' config for `queue` with our heartbeat `interval`: workers
-    /// beat [`BEATS_PER_TIMEOUT`] times per orphan timeout of
-    /// `ceil(2 x interval) + 1 s` (see the module docs).
+    /// apalis' config for `queue` with our heartbeat `interval`.
+    ///
+    /// apalis-redis takes a worker for dead when `floor(now) -
+    /// floor(last beat) >= heartbeat_interval x missed_heartbeats` (whole
+    /// seconds), so a timeout of `2 x interval` would orphan a worker that
+    /// beat as little as `2 x interval - 1 s` ago, and with a beat every
+    /// `interval` a live worker's beat is up to one interval old: with a
+    /// 1 s interval, any delay of a beat would orphan a live worker (and
+    /// run its jobs twice). Here the timeout is `ceil(2 x interval) + 1 s`
+    /// (silence of more than `2 x interval` before a worker is taken for
+    /// dead) and workers beat [`BEATS_PER_TIMEOUT`] times per timeout.
     fn config(queue: &str, interval: Duration) -> Config {
         let two = interval.saturating_mul(2);
         let timeout_secs = two.as_secs() + u64::from(two.subsec_nanos() > 0) + 1;
@@ -313,17 +241,112 @@ impl RedisBackend {
 }
 
 impl DurableStore {
-    /// Connects to the Redis server at `url` (`redis://[:password@]host
-    /// [:port][/db]`) and keeps batch jobs in apalis-redis' keys there;
-    /// see the `redis` module docs for the keys, timeouts and what
-    /// survives a Redis restart. Needs the `durable-redis` feature.
+    /// Connects to the Redis server at `url` and keeps this store's jobs
+    /// in apalis-redis' keys there. Needs the `durable-redis` feature.
     ///
     /// ```no_run
     /// use batch_runtime::jobs::durable::DurableStore;
     /// # async fn open() -> Result<(), batch_runtime::jobs::durable::StoreError> {
-    /// let store = DurableStore::redis("redis://127.0.0.1:6379").await?;
+    /// let store = DurableStore::redis("redis://:secret@10.0.0.5:6379/0").await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # What to install and configure
+    ///
+    /// A Redis server, 6.2 or later (apalis' scripts use `ZADD GT`), that
+    /// every dispatching and worker process reaches, named by a
+    /// `redis://[:password@]host[:port][/db]` URL; the password is used
+    /// and never shown ([`location`](DurableStore::location) leaves it
+    /// out). `rediss://` (TLS) needs one of the `redis` crate's TLS
+    /// features, which batch-runtime does not enable: add `redis = {
+    /// version = "1", features = ["tokio-rustls-comp"] }` to the
+    /// application. A single server or a replicated primary, not Redis
+    /// Cluster (apalis' scripts touch keys in different hash slots).
+    /// Nothing to set up: apalis-redis has no schema, its scripts create
+    /// their keys on first use, so opening only checks that the server
+    /// answers (and is idempotent).
+    ///
+    /// # Where jobs live
+    ///
+    /// For the queue `q` ([`queue`](DurableStore::queue), default
+    /// [`DEFAULT_QUEUE`](super::DEFAULT_QUEUE)):
+    ///
+    /// | key | type | holds |
+    /// |---|---|---|
+    /// | `q:data` | hash | job id → the stored job (its name and JSON) |
+    /// | `q:meta:<id>` | hash | the job's status, attempts, lock and last result |
+    /// | `q:scheduled` | sorted set | jobs by the time they may run (every dispatch lands here) |
+    /// | `q:active` | list | due jobs waiting for a worker |
+    /// | `q:inflight:<worker>` | set | jobs a worker took and has not finished |
+    /// | `q:workers` | sorted set | workers by their last heartbeat |
+    /// | `q:done`, `q:dead` | sets | succeeded jobs, failed jobs |
+    /// | `q:signal` | list | apalis' "jobs available" marker |
+    ///
+    /// [`counts`](DurableStore::counts) reads them in one script: pending
+    /// is `q:scheduled` plus `q:active`, running the workers' inflight
+    /// sets (a dead worker's jobs count as running until they are taken
+    /// back), failed `q:dead`, done `q:done`. Finished jobs keep their
+    /// data and meta keys until removed (apalis' `Vacuum`).
+    ///
+    /// # What "stored" means, and what survives
+    ///
+    /// A dispatch returns once the server acknowledged apalis' push
+    /// script: the job is in the server's memory and survives this
+    /// process, and any worker, being killed. Whether it survives the
+    /// Redis server restarting is the server's persistence: with
+    /// `appendonly yes` and `appendfsync always` every acknowledged job
+    /// survives; with the default `appendfsync everysec` up to about a
+    /// second of jobs can be lost if the machine fails; with RDB
+    /// snapshots only, everything since the last snapshot; with neither
+    /// (`save ""` and `appendonly no`) a Redis restart loses every job.
+    /// For jobs that must not be lost, configure Redis for durability or
+    /// use the PostgreSQL store.
+    ///
+    /// # Heartbeats and the jobs of a dead worker
+    ///
+    /// A worker beats in `q:workers`; each beat also puts back on
+    /// `q:active` the jobs of every worker whose last beat is too old, so
+    /// a job running on a worker that died runs again on a live one
+    /// (at-least-once: de-duplicate on [`stored_id`](super::stored_id)).
+    /// apalis-redis records beats in whole seconds of each worker's clock,
+    /// so that only a worker silent for more than two
+    /// [`heartbeat`](DurableStore::heartbeat) intervals is taken for dead,
+    /// the timeout given to apalis is `ceil(2 x interval) + 1 s`, and
+    /// workers beat 12 times per timeout (every 250 ms for a 1 s interval,
+    /// about every 5 s for the default 30 s). A dead worker's jobs run
+    /// again between `2 x interval` and `2 x interval + 2 s` (plus one
+    /// beat and one poll) after its last beat: 61 to 63 s with the
+    /// default. The clocks of the machines running workers must agree to
+    /// well under the interval (NTP).
+    ///
+    /// Each run of a worker registers under the name given to
+    /// [`Jobs::durable_worker`](crate::jobs::Jobs::durable_worker) with a
+    /// unique suffix: replicas started with one name run side by side,
+    /// and a worker restarted under its name right after a crash starts
+    /// at once (the jobs of the dead run are taken back after the timeout
+    /// above). A worker that stopped gracefully leaves `q:workers`.
+    ///
+    /// # Timeouts, outages and `close`
+    ///
+    /// Connecting (at open and on every reconnect) times out after 3 s
+    /// and is tried twice, 100 to 200 ms apart; each command times out
+    /// after 5 s. A dispatch while the server is down or unreachable
+    /// therefore fails within about 5 to 7 s (at once when the
+    /// connection is refused) with an error naming the store and the
+    /// step; on `failover` the job then runs deferred. The next command
+    /// reconnects once the server is back. A worker whose heartbeat or
+    /// fetch fails stops with an error, as apalis' workers do: run
+    /// workers under a supervisor that restarts them.
+    ///
+    /// The handles of one `redis` call, and those made from them with
+    /// `queue`, `heartbeat` or `poll_interval`, share one multiplexed
+    /// connection. [`close`](DurableStore::close) marks it closed: every
+    /// later command through it fails at once saying "the store was
+    /// closed" (dispatches, counts, and the next heartbeat or fetch of a
+    /// worker on it, which then stops with an error; the jobs it had
+    /// taken run again elsewhere after the timeout above). Commands
+    /// already sent complete. The socket closes when the last handle is
+    /// dropped. Another `redis` call opens a connection of its own.
     pub async fn redis(url: &str) -> Result<DurableStore, StoreError> {
         let location = redacted_location(url);
         let client =

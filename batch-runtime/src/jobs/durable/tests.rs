@@ -1226,6 +1226,109 @@ mod redis_only {
         .await;
     }
 
+    /// A loopback proxy to the store's server that, once frozen, keeps
+    /// every connection open and forwards nothing, and accepts new ones
+    /// it never answers: a network partition rather than a refusal.
+    async fn freezing_proxy(target: String) -> (std::net::SocketAddr, watch::Sender<bool>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let (frozen, frozen_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                let mut frozen_rx = frozen_rx.clone();
+                tokio::spawn(async move {
+                    if *frozen_rx.borrow() {
+                        std::future::pending::<()>().await;
+                    }
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
+                        _ = frozen_rx.wait_for(|frozen| *frozen) => {}
+                    }
+                    // Hold both sockets open, silent.
+                    std::future::pending::<()>().await;
+                    drop((inbound, outbound));
+                });
+            }
+        });
+        (addr, frozen)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dispatch_to_a_server_that_stopped_answering_fails_within_the_documented_timeouts() {
+        on(Kind::Redis, "partition", |db| async move {
+            let url = url::Url::parse(&db.spec).expect("a URL");
+            let target = format!(
+                "{}:{}",
+                url.host_str().expect("a host"),
+                url.port().unwrap_or(6379)
+            );
+            let (addr, frozen) = freezing_proxy(target).await;
+            let mut through = url.clone();
+            through.set_ip_host(addr.ip()).expect("an IP host");
+            through.set_port(Some(addr.port())).expect("a port");
+            let store = DurableStore::open(through.as_str())
+                .await
+                .expect("the store opens through the proxy")
+                .queue(&db.queue);
+            let runtime = crate::defer::DeferRuntime::new();
+            let ledger = Ledger::new();
+            let jobs = Jobs::builder(ledger.clone())
+                .durable(store.clone())
+                .deferred(&runtime)
+                .build();
+            jobs.dispatch(Deliver { order: 1 })
+                .on(Connection::Durable)
+                .await
+                .expect("the store takes the job");
+            frozen.send_replace(true);
+            for order in [2, 3] {
+                // Each waits for its answer (the response timeout) or,
+                // once the connection is dropped, for a new one (the
+                // connect timeout, tried twice).
+                let started = std::time::Instant::now();
+                let error = timeout(
+                    LIMIT,
+                    jobs.dispatch(Deliver { order }).on(Connection::Durable),
+                )
+                .await
+                .expect("the dispatch fails within the limit instead of hanging")
+                .expect_err("the server does not answer");
+                let took = started.elapsed();
+                let message = error.to_string();
+                assert!(
+                    message.contains(store.location())
+                        && message.contains("storing the job failed"),
+                    "{message}"
+                );
+                // Documented: about 5 to 7 s.
+                assert!(
+                    took < Duration::from_secs(12),
+                    "{order}: failed after {took:?}"
+                );
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "partition: dispatch {order} failed after {took:?}: {message}"
+                );
+            }
+            let fell_back = timeout(
+                LIMIT,
+                jobs.dispatch(Deliver { order: 4 }).on(Connection::Failover),
+            )
+            .await
+            .expect("failover decides within the limit")
+            .expect("failover runs the job deferred");
+            assert_eq!(fell_back.connection(), Connection::Deferred);
+            assert_eq!(ledger.sorted_runs(), vec![4]);
+        })
+        .await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn closing_the_store_stops_its_workers_with_an_error_and_refuses_every_command() {
         on(Kind::Redis, "close", |db| async move {
