@@ -158,7 +158,7 @@ return failed
     )
 });
 
-/// Makes the failed job ARGV[1] pending again, as apalis'
+/// Makes the failed job `ARGV[1]` pending again, as apalis'
 /// `release_leases` script does for a released job; 1 if it was failed.
 static RETRY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -269,7 +269,7 @@ impl DurableStore {
     /// # Where jobs live
     ///
     /// For the queue `q` ([`queue`](DurableStore::queue), default
-    /// [`DEFAULT_QUEUE`](super::DEFAULT_QUEUE)):
+    /// [`DEFAULT_QUEUE`]):
     ///
     /// | key | type | holds |
     /// |---|---|---|
