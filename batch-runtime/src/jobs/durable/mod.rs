@@ -100,7 +100,6 @@ use serde::{Deserialize, Serialize};
 use super::dispatch::DispatchError;
 use super::job::Job;
 
-#[cfg(any(feature = "durable-sqlite", feature = "durable-postgres"))]
 mod poll;
 #[cfg(feature = "durable-postgres")]
 mod postgres;

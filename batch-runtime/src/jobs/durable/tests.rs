@@ -218,6 +218,9 @@ on_every_store!(
     stats_with_store_fails_naming_the_store_when_it_cannot_be_read,
     a_worker_restarted_at_once_under_its_name_still_reruns_the_job_it_died_with,
     an_idle_worker_finds_each_job_another_process_stores_within_its_poll_interval,
+    a_job_outlasting_two_heartbeats_on_a_live_worker_is_not_taken_for_orphaned,
+    two_live_workers_given_one_name_run_side_by_side_without_taking_each_others_jobs,
+    closing_the_store_stops_its_workers_with_an_error_and_refuses_every_command,
 );
 
 /// The cases for the stores on a server, run through a loopback proxy
@@ -248,6 +251,7 @@ macro_rules! on_every_server {
 on_every_server!(
     failover_runs_the_job_deferred_when_the_store_server_goes_down,
     a_durable_dispatch_to_a_server_that_went_down_fails_naming_the_store_in_bounded_time,
+    a_dispatch_to_a_server_that_stopped_answering_fails_within_the_documented_timeouts,
 );
 
 /// A TCP proxy on loopback to the store's server; `cut` closes every
@@ -1235,4 +1239,234 @@ async fn an_idle_worker_finds_each_job_another_process_stores_within_its_poll_in
     stop_worker(stop, task).await;
     assert_eq!(ledger.sorted_runs(), (0..12).collect::<Vec<_>>());
     assert!(slowest < Duration::from_secs(5), "slowest {slowest:?}");
+}
+
+// Found on Redis first (see the `redis` module docs), held on every store:
+// a live worker is never taken for dead, replicas may share a name, a
+// store that stops answering fails in bounded time, and `close` stops the
+// workers on the handle.
+
+/// Sleeps past the orphan timeout of a 1 s heartbeat (3 s on Redis).
+#[derive(Serialize, Deserialize)]
+struct Slow {
+    order: u64,
+}
+
+impl Job for Slow {
+    const NAME: &'static str = "slow";
+    type Context = Ledger;
+    async fn handle(&self, ledger: &Ledger) -> Result<(), JobError> {
+        ledger.record(self.order);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok(())
+    }
+}
+
+fn spawn_slow_worker(
+    jobs: &Jobs<Ledger>,
+    name: &str,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), WorkerError>>,
+) {
+    let worker = jobs
+        .durable_worker(name, |r| r.register::<Slow>().register::<Invoice>())
+        .expect("durable is configured");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+    (stop, task)
+}
+
+async fn a_job_outlasting_two_heartbeats_on_a_live_worker_is_not_taken_for_orphaned(db: TestStore) {
+    let ledger = Ledger::new();
+    let store = db.open().await.heartbeat(Duration::from_secs(1));
+    let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+    for order in 0..4 {
+        jobs.dispatch(Slow { order })
+            .on(Connection::Durable)
+            .await
+            .expect("the store takes the job");
+    }
+    // Two live workers: each one's heartbeats look for the other's
+    // orphans all along the 5 s jobs (more than 2 x 1 s).
+    let (stop_a, a) = spawn_slow_worker(&jobs, "live-a");
+    let (stop_b, b) = spawn_slow_worker(&jobs, "live-b");
+    wait_counts(&store, |c| c.done == 4).await;
+    stop_worker(stop_a, a).await;
+    stop_worker(stop_b, b).await;
+    assert_eq!(ledger.sorted_runs(), vec![0, 1, 2, 3], "a job ran twice");
+    let counts = store.counts().await.expect("counts");
+    assert_eq!((counts.pending, counts.running, counts.failed), (0, 0, 0));
+}
+
+async fn two_live_workers_given_one_name_run_side_by_side_without_taking_each_others_jobs(
+    db: TestStore,
+) {
+    let ledger = Ledger::new();
+    let store = db.open().await.heartbeat(Duration::from_secs(1));
+    let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+    jobs.dispatch(Slow { order: 1 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    // Replicas started from one configuration share a name.
+    let (stop_a, a) = spawn_slow_worker(&jobs, "replica");
+    ledger.wait_runs(1).await;
+    let (stop_b, b) = spawn_slow_worker(&jobs, "replica");
+    jobs.dispatch(Slow { order: 2 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    wait_counts(&store, |c| c.done == 2).await;
+    stop_worker(stop_a, a).await;
+    stop_worker(stop_b, b).await;
+    assert_eq!(ledger.sorted_runs(), vec![1, 2], "a job ran twice");
+}
+
+/// A loopback proxy to the store's server that, once frozen, keeps
+/// every connection open and forwards nothing, and accepts new ones
+/// it never answers: a network partition rather than a refusal.
+async fn freezing_proxy(target: String) -> (std::net::SocketAddr, watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the proxy");
+    let addr = listener.local_addr().expect("the proxy's address");
+    let (frozen, frozen_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            let mut frozen_rx = frozen_rx.clone();
+            tokio::spawn(async move {
+                if *frozen_rx.borrow() {
+                    std::future::pending::<()>().await;
+                }
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
+                    _ = frozen_rx.wait_for(|frozen| *frozen) => {}
+                }
+                // Hold both sockets open, silent.
+                std::future::pending::<()>().await;
+                drop((inbound, outbound));
+            });
+        }
+    });
+    (addr, frozen)
+}
+
+async fn a_dispatch_to_a_server_that_stopped_answering_fails_within_the_documented_timeouts(
+    db: TestStore,
+) {
+    let url = url::Url::parse(&db.spec).expect("a URL");
+    let target = format!(
+        "{}:{}",
+        url.host_str().expect("a host"),
+        url.port().unwrap_or(if db.kind == Kind::Postgres {
+            5432
+        } else {
+            6379
+        })
+    );
+    let (addr, frozen) = freezing_proxy(target).await;
+    let mut through = url.clone();
+    through.set_ip_host(addr.ip()).expect("an IP host");
+    through.set_port(Some(addr.port())).expect("a port");
+    let store = DurableStore::open(through.as_str())
+        .await
+        .expect("the store opens through the proxy")
+        .queue(&db.queue);
+    let runtime = crate::defer::DeferRuntime::new();
+    let ledger = Ledger::new();
+    let jobs = Jobs::builder(ledger.clone())
+        .durable(store.clone())
+        .deferred(&runtime)
+        .build();
+    jobs.dispatch(Deliver { order: 1 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    frozen.send_replace(true);
+    for order in [2, 3] {
+        // Each waits for its answer (the response timeout) or,
+        // once the connection is dropped, for a new one (the
+        // connect timeout, tried twice).
+        let started = std::time::Instant::now();
+        let error = timeout(
+            LIMIT,
+            jobs.dispatch(Deliver { order }).on(Connection::Durable),
+        )
+        .await
+        .expect("the dispatch fails within the limit instead of hanging")
+        .expect_err("the server does not answer");
+        let took = started.elapsed();
+        let message = error.to_string();
+        assert!(
+            message.contains(store.location()) && message.contains("storing the job failed"),
+            "{message}"
+        );
+        // Documented: about 5 to 7 s.
+        assert!(
+            took < Duration::from_secs(12),
+            "{order}: failed after {took:?}"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "partition: dispatch {order} failed after {took:?}: {message}"
+        );
+    }
+    let fell_back = timeout(
+        LIMIT,
+        jobs.dispatch(Deliver { order: 4 }).on(Connection::Failover),
+    )
+    .await
+    .expect("failover decides within the limit")
+    .expect("failover runs the job deferred");
+    assert_eq!(fell_back.connection(), Connection::Deferred);
+    assert_eq!(ledger.sorted_runs(), vec![4]);
+}
+
+async fn closing_the_store_stops_its_workers_with_an_error_and_refuses_every_command(
+    db: TestStore,
+) {
+    let ledger = Ledger::new();
+    let store = db.open().await;
+    let other_queue = store.clone().queue(&format!("{}-other", db.queue));
+    let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+    jobs.dispatch(Deliver { order: 1 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    let (_stop, task) = spawn_worker(&jobs, "closed-worker");
+    ledger.wait_runs(1).await;
+    store.close().await;
+    let error = timeout(LIMIT, task)
+        .await
+        .expect("the worker stops once its store is closed")
+        .expect("the worker task did not panic")
+        .expect_err("a closed store is an error for its worker");
+    assert!(error.to_string().contains(store.location()), "{error}");
+    let counted = store.counts().await.expect_err("counts on a closed store");
+    assert!(
+        counted.to_string().contains("counting the jobs failed"),
+        "{counted}"
+    );
+    // Handles derived from the closed one share its connection.
+    assert!(other_queue.counts().await.is_err());
+    assert!(store.failed_jobs().await.is_err());
+    assert!(store.retry("any").await.is_err());
+    // Another open of the same server is a connection of its own.
+    // The job ran; whether its result was written before the close
+    // or it is still taken by the stopped worker (to run again
+    // after its heartbeat is missed), it is not lost.
+    let reopened = db.open().await;
+    let counts = reopened.counts().await.expect("counts");
+    assert_eq!(
+        (counts.done + counts.running, counts.pending),
+        (1, 0),
+        "{counts:?}"
+    );
 }
