@@ -47,9 +47,12 @@
 //!   running when it died, and those it had finished but not yet recorded
 //!   as done (their acknowledgements are written in batches), run again.
 //!   [`stored_id`](super::stored_id) lets `handle` de-duplicate.
-//! - **Worker names** are the `apalis.workers` key: give every worker of a
-//!   database its own name (e.g. host and process id), and keep a name on
-//!   one queue. Registering a name that a live worker process holds fails.
+//! - **Worker names**: apalis keys `apalis.workers` by name, and a worker
+//!   that registers a name whose previous holder died less than two
+//!   heartbeats ago would take over (and never re-run) that holder's jobs.
+//!   So each run of a worker registers as `<name>-<ULID>`: a worker
+//!   restarted at once under the same name leaves its predecessor's jobs
+//!   to be taken back like any dead worker's. `lock_by` shows that name.
 //! - **An unreachable server**: a connection is waited for at most
 //!   [`ACQUIRE_TIMEOUT`] (5 s), so a dispatch to a server that went down
 //!   fails within about that long with a [`StoreError`] naming the server
@@ -141,10 +144,12 @@ impl DurableStore {
     ///
     /// Any operation waits at most 5 s for a connection (connecting
     /// included): a dispatch to a server that is down fails within about
-    /// that long, naming the server and the step. Workers are told apart
-    /// by name in `apalis.workers`: give each worker of a database its own
-    /// name. [`close`](DurableStore::close) closes the connection pool,
-    /// shared with the handles made from this one.
+    /// that long, naming the server and the step. Each run of a worker
+    /// registers in `apalis.workers` as its name followed by a ULID, so a
+    /// worker restarted under the same name right after a crash does not
+    /// take over the jobs its predecessor died with.
+    /// [`close`](DurableStore::close) closes the connection pool, shared
+    /// with the handles made from this one.
     ///
     /// ```no_run
     /// use batch_runtime::jobs::durable::DurableStore;
@@ -268,6 +273,12 @@ impl StoreBackend for PostgresBackend {
         shared: Arc<Shared<C>>,
         signal: Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> Result<(), BoxDynError> {
+        // apalis-postgres keys workers by name and, when a worker starts,
+        // takes back only the jobs of workers already silent for two
+        // heartbeats: a worker restarted under its old name within that
+        // time would adopt its dead predecessor's jobs as its own, and
+        // they would never run again. A name of its own per run avoids it.
+        let name = format!("{name}-{}", ulid::Ulid::generate());
         let worker = WorkerBuilder::new(name)
             .backend(
                 self.storage

@@ -246,6 +246,52 @@ on_every_server!(
     a_durable_dispatch_to_a_server_that_went_down_fails_naming_the_store_in_bounded_time,
 );
 
+/// The cases for PostgreSQL alone: how it maps our semantics onto
+/// apalis-postgres (see `postgres.rs`).
+#[cfg(feature = "durable-postgres")]
+mod postgres_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_restarted_at_once_under_its_name_still_reruns_the_job_it_died_with() {
+        super::on(
+            super::Kind::Postgres,
+            "restarted_under_its_name",
+            super::a_worker_restarted_at_once_under_its_name_still_reruns_the_job_it_died_with,
+        )
+        .await;
+    }
+}
+
+/// apalis-postgres takes back a dead worker's jobs only while no live
+/// worker holds its name: a worker restarted at once under the same name
+/// must not adopt (and so never re-run) the job its predecessor died with.
+#[cfg_attr(not(feature = "durable-postgres"), allow(dead_code))]
+async fn a_worker_restarted_at_once_under_its_name_still_reruns_the_job_it_died_with(
+    db: TestStore,
+) {
+    let ledger = Ledger::new();
+    let heartbeat = Duration::from_secs(1);
+    let store = db.open().await.heartbeat(heartbeat);
+    let jobs = Jobs::builder(ledger.clone()).durable(store).build();
+    jobs.dispatch(Invoice { order: 6 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    let (_never_stopped, dying) = spawn_worker(&jobs, "phoenix-worker");
+    ledger.wait_runs(1).await;
+    dying.abort();
+    let killed_at = std::time::Instant::now();
+    let (stop, task) = spawn_worker(&jobs, "phoenix-worker");
+    ledger.wait_runs(2).await;
+    let recovered_after = killed_at.elapsed();
+    stop_worker(stop, task).await;
+    assert_eq!(ledger.sorted_runs(), vec![6, 6]);
+    assert_eq!(jobs.stats().of::<Invoice>().succeeded, 1);
+    assert!(
+        recovered_after < heartbeat * 6,
+        "recovered after {recovered_after:?}"
+    );
+}
+
 /// A TCP proxy on loopback to the store's server; `cut` closes every
 /// connection through it and refuses new ones, as a server that went down.
 #[cfg_attr(
