@@ -259,6 +259,93 @@ mod postgres_only {
         )
         .await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_durable_dispatch_to_a_server_that_stopped_answering_fails_in_bounded_time() {
+        super::on(
+            super::Kind::Postgres,
+            "stopped_answering",
+            super::a_durable_dispatch_to_a_server_that_stopped_answering_fails_in_bounded_time,
+        )
+        .await;
+    }
+}
+
+/// A server that stops answering without closing anything (a network
+/// partition, a frozen host): the dispatch still fails in bounded time.
+#[cfg_attr(not(feature = "durable-postgres"), allow(dead_code))]
+async fn a_durable_dispatch_to_a_server_that_stopped_answering_fails_in_bounded_time(
+    db: TestStore,
+) {
+    let url = url::Url::parse(&db.spec).expect("a server store's setting is a URL");
+    let target = format!(
+        "{}:{}",
+        url.host_str().expect("a host"),
+        url.port().unwrap_or(5432)
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the proxy");
+    let addr = listener.local_addr().expect("the proxy's address");
+    let (freeze, frozen) = watch::channel(false);
+    // Forwards until frozen; then holds every connection open, old and
+    // new, and forwards nothing.
+    let proxy = tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            let mut frozen = frozen.clone();
+            tokio::spawn(async move {
+                let frozen_now = *frozen.borrow();
+                if frozen_now {
+                    std::future::pending::<()>().await;
+                }
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let froze = tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+                    froze = frozen.wait_for(|f| *f) => froze.is_ok(),
+                };
+                if froze {
+                    // Hold both ends open, forwarding nothing.
+                    std::future::pending::<()>().await;
+                }
+            });
+        }
+    });
+    let mut through = url.clone();
+    through.set_ip_host(addr.ip()).expect("an IP host");
+    through.set_port(Some(addr.port())).expect("a port");
+    let store = DurableStore::open(through.as_str())
+        .await
+        .expect("the store opens through the proxy")
+        .queue(&db.queue);
+    let jobs = Jobs::builder(Ledger::new()).durable(store.clone()).build();
+    jobs.dispatch(Deliver { order: 1 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+
+    freeze.send_replace(true);
+    let started = std::time::Instant::now();
+    let error = timeout(
+        LIMIT,
+        jobs.dispatch(Deliver { order: 2 }).on(Connection::Durable),
+    )
+    .await
+    .expect("the dispatch fails within the limit instead of hanging")
+    .expect_err("the server does not answer");
+    let failed_after = started.elapsed();
+    let message = error.to_string();
+    assert!(
+        message.contains(store.location()) && message.contains("storing the job failed"),
+        "{message}"
+    );
+    assert!(
+        failed_after < Duration::from_secs(15),
+        "failed after {failed_after:?}"
+    );
+    proxy.abort();
 }
 
 /// apalis-postgres takes back a dead worker's jobs only while no live
