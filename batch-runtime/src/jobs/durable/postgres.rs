@@ -54,12 +54,19 @@
 //!   restarted at once under the same name leaves its predecessor's jobs
 //!   to be taken back like any dead worker's. `lock_by` shows that name.
 //! - **An unreachable server**: a connection is waited for at most
-//!   [`ACQUIRE_TIMEOUT`] (5 s), so a dispatch to a server that went down
-//!   fails within about that long with a [`StoreError`] naming the server
-//!   (its URL without the password) and the step; `failover` then runs the
-//!   job on `deferred`. A worker whose server goes away stops with a
-//!   [`WorkerError`](super::WorkerError); its jobs are taken back by the
-//!   next worker once its heartbeat is missed.
+//!   [`ACQUIRE_TIMEOUT`] (5 s), and a dispatch (or count, failed list,
+//!   retry) for at most [`ANSWER_TIMEOUT`] (10 s) in all, so a dispatch to
+//!   a server that went down, or stopped answering mid-query, fails within
+//!   that long with a [`StoreError`] naming the server (its URL without
+//!   the password) and the step; `failover` then runs the job on
+//!   `deferred`. A dispatch that timed out mid-query may still have been
+//!   committed (the error says so): the job may then run twice, once
+//!   stored and once deferred, as at-least-once allows. A worker whose
+//!   server refuses it stops with a [`WorkerError`](super::WorkerError);
+//!   its jobs are taken back by the next worker once its heartbeat is
+//!   missed. apalis' own worker queries are not bounded by us: a worker
+//!   whose connection goes silent mid-query waits for TCP to give up (its
+//!   jobs are taken back by other workers meanwhile).
 //! - **`close`** closes the handle's connection pool (waiting for the
 //!   connections in use): later dispatches, counts and workers on it fail.
 //!   Handles made from it with [`DurableStore::queue`] or
@@ -92,6 +99,29 @@ use super::{
 /// connection to the PostgreSQL server, connecting included, before it
 /// fails.
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a dispatch, a count, the failed list or a retry waits for
+/// the server, the connection's [`ACQUIRE_TIMEOUT`] included. A query sent
+/// on a connection that then goes silent (a network partition, a frozen
+/// host) would otherwise wait for TCP to give up, many minutes later.
+pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs one operation on the server, failing it after [`ANSWER_TIMEOUT`].
+/// A dispatch that times out may still have been committed: the error
+/// says so (delivery is at-least-once anyway).
+async fn bounded<T>(
+    operation: impl Future<Output = Result<T, BoxDynError>>,
+) -> Result<T, BoxDynError> {
+    tokio::time::timeout(ANSWER_TIMEOUT, operation)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no answer from the server within {ANSWER_TIMEOUT:?} (if it was a write, it may \
+                 or may not have been committed)"
+            )
+            .into())
+        })
+}
 
 /// A worker silent for this many heartbeat intervals is taken for dead.
 const MISSED_HEARTBEATS: usize = 2;
@@ -143,8 +173,10 @@ impl DurableStore {
     /// extensions: the database's owner may).
     ///
     /// Any operation waits at most 5 s for a connection (connecting
-    /// included): a dispatch to a server that is down fails within about
-    /// that long, naming the server and the step. Each run of a worker
+    /// included), and a dispatch at most 10 s in all: a dispatch to a
+    /// server that is down, or stopped answering, fails within that long,
+    /// naming the server and the step (one that timed out mid-query may
+    /// still have been committed: the error says so). Each run of a worker
     /// registers in `apalis.workers` as its name followed by a ULID, so a
     /// worker restarted under the same name right after a crash does not
     /// take over the jobs its predecessor died with.
@@ -200,16 +232,22 @@ impl StoreBackend for PostgresBackend {
             task = task.run_after(delay);
         }
         let mut storage = self.storage.clone();
-        storage.push_task(task.build()).await?;
-        Ok(())
+        bounded(async move {
+            storage.push_task(task.build()).await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn counts(&self) -> Result<StoreCounts, BoxDynError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT status, COUNT(*) FROM apalis.jobs WHERE job_type = $1 GROUP BY status",
-        )
-        .bind(&self.queue)
-        .fetch_all(self.pool())
+        let rows: Vec<(String, i64)> = bounded(async {
+            Ok(sqlx::query_as(
+                "SELECT status, COUNT(*) FROM apalis.jobs WHERE job_type = $1 GROUP BY status",
+            )
+            .bind(&self.queue)
+            .fetch_all(self.pool())
+            .await?)
+        })
         .await?;
         let mut counts = StoreCounts::default();
         for (status, n) in rows {
@@ -228,12 +266,16 @@ impl StoreBackend for PostgresBackend {
 
     async fn failed_jobs(&self) -> Result<Vec<FailedJob>, BoxDynError> {
         // `last_result` is the JSON of a `Result`: `{"Err": "<message>"}`.
-        let rows: Vec<(String, Vec<u8>, Option<String>)> = sqlx::query_as(
-            "SELECT id, job, COALESCE(last_result ->> 'Err', last_result::text) FROM apalis.jobs \
-             WHERE job_type = $1 AND status IN ('Failed', 'Killed') ORDER BY id COLLATE \"C\"",
-        )
-        .bind(&self.queue)
-        .fetch_all(self.pool())
+        let rows: Vec<(String, Vec<u8>, Option<String>)> = bounded(async {
+            Ok(sqlx::query_as(
+                "SELECT id, job, COALESCE(last_result ->> 'Err', last_result::text) \
+                 FROM apalis.jobs WHERE job_type = $1 AND status IN ('Failed', 'Killed') \
+                 ORDER BY id COLLATE \"C\"",
+            )
+            .bind(&self.queue)
+            .fetch_all(self.pool())
+            .await?)
+        })
         .await?;
         Ok(rows
             .into_iter()
@@ -242,14 +284,17 @@ impl StoreBackend for PostgresBackend {
     }
 
     async fn retry(&self, id: &str) -> Result<bool, BoxDynError> {
-        let done = sqlx::query(
-            "UPDATE apalis.jobs SET status = 'Pending', attempts = 0, lock_by = NULL, \
-             lock_at = NULL, done_at = NULL, run_at = now() \
-             WHERE id = $1 AND job_type = $2 AND status IN ('Failed', 'Killed')",
-        )
-        .bind(id)
-        .bind(&self.queue)
-        .execute(self.pool())
+        let done = bounded(async {
+            Ok(sqlx::query(
+                "UPDATE apalis.jobs SET status = 'Pending', attempts = 0, lock_by = NULL, \
+                 lock_at = NULL, done_at = NULL, run_at = now() \
+                 WHERE id = $1 AND job_type = $2 AND status IN ('Failed', 'Killed')",
+            )
+            .bind(id)
+            .bind(&self.queue)
+            .execute(self.pool())
+            .await?)
+        })
         .await?;
         Ok(done.rows_affected() == 1)
     }
