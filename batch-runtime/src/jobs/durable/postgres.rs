@@ -18,8 +18,8 @@
 //! keep everything in the `apalis` schema: `apalis.jobs` (one row per job:
 //! `id` is the job's ULID, `job_type` the queue, `job` the stored JSON
 //! envelope as bytes, `status`, `attempts`, `run_at`, `lock_by`,
-//! `last_result`), `apalis.workers` (one row per worker name with its
-//! queue and `last_seen`), the migration history in
+//! `last_result`), `apalis.workers` (one row per run of a worker, with
+//! its queue and `last_seen`), the migration history in
 //! `apalis._sqlx_migrations`, and an insert trigger that notifies
 //! listeners (unused here: workers poll, see
 //! [`DurableStore::poll_interval`]).
@@ -75,9 +75,8 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
-
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use apalis_core::backend::ext::poll_strategy::{PollSnapshot, PollStrategy};
 use apalis_core::backend::ext::BackendExt;

@@ -271,6 +271,16 @@ mod postgres_only {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_whose_server_goes_down_stops_with_an_error_naming_the_store() {
+        super::on(
+            super::Kind::Postgres,
+            "worker_server_down",
+            super::a_worker_whose_server_goes_down_stops_with_an_error_naming_the_store,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_durable_dispatch_whose_insert_is_never_answered_fails_in_bounded_time() {
         super::on(
             super::Kind::Postgres,
@@ -279,6 +289,32 @@ mod postgres_only {
         )
         .await;
     }
+}
+
+/// A worker's server goes down: the worker returns an error naming the
+/// store instead of idling as if there were no jobs.
+#[cfg_attr(not(feature = "durable-postgres"), allow(dead_code))]
+async fn a_worker_whose_server_goes_down_stops_with_an_error_naming_the_store(db: TestStore) {
+    let ledger = Ledger::new();
+    let (store, outage) = db.open_through_outage().await;
+    let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+    jobs.dispatch(Deliver { order: 1 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    let (_stop, task) = spawn_worker(&jobs, "stranded-worker");
+    ledger.wait_runs(1).await;
+    outage.cut();
+    let error = timeout(LIMIT, task)
+        .await
+        .expect("the worker stops within the limit")
+        .expect("the worker task did not panic")
+        .expect_err("its store is gone");
+    let message = error.to_string();
+    assert!(
+        message.contains("stranded-worker") && message.contains(store.location()),
+        "{message}"
+    );
 }
 
 /// The connection is fine until the job's `INSERT` is sent, which never
