@@ -372,7 +372,9 @@ async fn every_job_reaches_the_upstream_after_the_worker_is_killed_with_sigkill_
     // Only jobs in flight at the kill run twice: apalis locks up to
     // `batch_size` (10) jobs per fetch and queues up to 4 x 10
     // acknowledgements before writing them, so at most 50, and only jobs
-    // that had reached the upstream before the kill.
+    // that had reached the upstream before the kill. (apalis-sqlite and
+    // apalis-postgres alike: both drive apalis-core's `Persisted` with a
+    // default `batch_size` of 10.)
     let in_flight_bound = 50;
     assert!(
         duplicated.len() <= in_flight_bound && duplicated.len() <= at_kill,

@@ -111,8 +111,8 @@ mod sqlite;
 mod tests;
 mod worker;
 
-pub use worker::{DurableRegistry, DurableWorker, WorkerError};
 pub(crate) use worker::Shared;
+pub use worker::{DurableRegistry, DurableWorker, WorkerError};
 
 /// The apalis queue batch jobs go to unless [`DurableStore::queue`] names
 /// another; the job's own name is in the stored envelope, so one worker

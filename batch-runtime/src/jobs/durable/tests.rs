@@ -254,6 +254,240 @@ on_every_server!(
     a_dispatch_to_a_server_that_stopped_answering_fails_within_the_documented_timeouts,
 );
 
+/// The cases for PostgreSQL alone: how it maps our semantics onto
+/// apalis-postgres (see `postgres.rs`).
+#[cfg(feature = "durable-postgres")]
+mod postgres_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_durable_dispatch_to_a_server_that_stopped_answering_fails_in_bounded_time() {
+        super::on(
+            super::Kind::Postgres,
+            "stopped_answering",
+            super::a_durable_dispatch_to_a_server_that_stopped_answering_fails_in_bounded_time,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_whose_server_goes_down_stops_with_an_error_naming_the_store() {
+        super::on(
+            super::Kind::Postgres,
+            "worker_server_down",
+            super::a_worker_whose_server_goes_down_stops_with_an_error_naming_the_store,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_durable_dispatch_whose_insert_is_never_answered_fails_in_bounded_time() {
+        super::on(
+            super::Kind::Postgres,
+            "insert_never_answered",
+            super::a_durable_dispatch_whose_insert_is_never_answered_fails_in_bounded_time,
+        )
+        .await;
+    }
+}
+
+/// A worker's server goes down: the worker returns an error naming the
+/// store instead of idling as if there were no jobs.
+#[cfg_attr(not(feature = "durable-postgres"), allow(dead_code))]
+async fn a_worker_whose_server_goes_down_stops_with_an_error_naming_the_store(db: TestStore) {
+    let ledger = Ledger::new();
+    let (store, outage) = db.open_through_outage().await;
+    let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+    jobs.dispatch(Deliver { order: 1 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    let (_stop, task) = spawn_worker(&jobs, "stranded-worker");
+    ledger.wait_runs(1).await;
+    outage.cut();
+    let error = timeout(LIMIT, task)
+        .await
+        .expect("the worker stops within the limit")
+        .expect("the worker task did not panic")
+        .expect_err("its store is gone");
+    let message = error.to_string();
+    assert!(
+        message.contains("stranded-worker") && message.contains(store.location()),
+        "{message}"
+    );
+}
+
+/// The connection is fine until the job's `INSERT` is sent, which never
+/// reaches the server (nor does anything after it): the dispatch still
+/// fails in bounded time, though the connection was checked healthy.
+#[cfg_attr(not(feature = "durable-postgres"), allow(dead_code))]
+async fn a_durable_dispatch_whose_insert_is_never_answered_fails_in_bounded_time(db: TestStore) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const NEEDLE: &[u8] = b"INSERT INTO apalis.jobs";
+    let url = url::Url::parse(&db.spec).expect("a server store's setting is a URL");
+    let target = format!(
+        "{}:{}",
+        url.host_str().expect("a host"),
+        url.port().unwrap_or(5432)
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the proxy");
+    let addr = listener.local_addr().expect("the proxy's address");
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swallowed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (armed_in, swallowed_in) = (armed.clone(), swallowed.clone());
+    let proxy = tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            let (armed, swallowed) = (armed_in.clone(), swallowed_in.clone());
+            tokio::spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = inbound.into_split();
+                let (mut from_server, mut to_server) = outbound.into_split();
+                let answers = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                    // Keep the client's side open.
+                    std::future::pending::<()>().await;
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match from_client.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if armed.load(Ordering::SeqCst)
+                        && buf[..n].windows(NEEDLE.len()).any(|w| w == NEEDLE)
+                    {
+                        swallowed.store(true, Ordering::SeqCst);
+                        // Both ends stay open; the server never sees it.
+                        std::future::pending::<()>().await;
+                    }
+                    if to_server.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                answers.abort();
+            });
+        }
+    });
+    let mut through = url.clone();
+    through.set_ip_host(addr.ip()).expect("an IP host");
+    through.set_port(Some(addr.port())).expect("a port");
+    // In clear, so the proxy can see the INSERT go by.
+    through.query_pairs_mut().append_pair("sslmode", "disable");
+    let store = DurableStore::open(through.as_str())
+        .await
+        .expect("the store opens through the proxy")
+        .queue(&db.queue);
+    let jobs = Jobs::builder(Ledger::new()).durable(store.clone()).build();
+
+    armed.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let error = timeout(
+        LIMIT,
+        jobs.dispatch(Deliver { order: 1 }).on(Connection::Durable),
+    )
+    .await
+    .expect("the dispatch fails within the limit instead of hanging")
+    .expect_err("the INSERT is never answered");
+    let failed_after = started.elapsed();
+    assert!(
+        swallowed.load(Ordering::SeqCst),
+        "the INSERT was sent: {error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(store.location())
+            && message.contains("storing the job failed")
+            && message.contains("no answer from the server")
+            && message.contains("may or may not have been committed"),
+        "{message}"
+    );
+    assert!(
+        failed_after < Duration::from_secs(15),
+        "failed after {failed_after:?}"
+    );
+    proxy.abort();
+}
+
+/// A server that stops answering without closing anything (a network
+/// partition, a frozen host): the dispatch still fails in bounded time.
+#[cfg_attr(not(feature = "durable-postgres"), allow(dead_code))]
+async fn a_durable_dispatch_to_a_server_that_stopped_answering_fails_in_bounded_time(
+    db: TestStore,
+) {
+    let url = url::Url::parse(&db.spec).expect("a server store's setting is a URL");
+    let target = format!(
+        "{}:{}",
+        url.host_str().expect("a host"),
+        url.port().unwrap_or(5432)
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the proxy");
+    let addr = listener.local_addr().expect("the proxy's address");
+    let (freeze, frozen) = watch::channel(false);
+    // Forwards until frozen; then holds every connection open, old and
+    // new, and forwards nothing.
+    let proxy = tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            let mut frozen = frozen.clone();
+            tokio::spawn(async move {
+                let frozen_now = *frozen.borrow();
+                if frozen_now {
+                    std::future::pending::<()>().await;
+                }
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let froze = tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+                    froze = frozen.wait_for(|f| *f) => froze.is_ok(),
+                };
+                if froze {
+                    // Hold both ends open, forwarding nothing.
+                    std::future::pending::<()>().await;
+                }
+            });
+        }
+    });
+    let mut through = url.clone();
+    through.set_ip_host(addr.ip()).expect("an IP host");
+    through.set_port(Some(addr.port())).expect("a port");
+    let store = DurableStore::open(through.as_str())
+        .await
+        .expect("the store opens through the proxy")
+        .queue(&db.queue);
+    let jobs = Jobs::builder(Ledger::new()).durable(store.clone()).build();
+    jobs.dispatch(Deliver { order: 1 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+
+    freeze.send_replace(true);
+    let started = std::time::Instant::now();
+    let error = timeout(
+        LIMIT,
+        jobs.dispatch(Deliver { order: 2 }).on(Connection::Durable),
+    )
+    .await
+    .expect("the dispatch fails within the limit instead of hanging")
+    .expect_err("the server does not answer");
+    let failed_after = started.elapsed();
+    let message = error.to_string();
+    assert!(
+        message.contains(store.location()) && message.contains("storing the job failed"),
+        "{message}"
+    );
+    assert!(
+        failed_after < Duration::from_secs(15),
+        "failed after {failed_after:?}"
+    );
+    proxy.abort();
+}
+
 /// A TCP proxy on loopback to the store's server; `cut` closes every
 /// connection through it and refuses new ones, as a server that went down.
 #[cfg_attr(
