@@ -75,7 +75,7 @@ pub(crate) struct Shared<C> {
 }
 
 /// Runs the jobs stored in a [`DurableStore`]; see
-/// [`Jobs::durable_worker`](super::Jobs::durable_worker).
+/// [`Jobs::durable_worker`](crate::jobs::Jobs::durable_worker).
 pub struct DurableWorker<C> {
     name: String,
     store: DurableStore,
