@@ -510,19 +510,22 @@ impl Arrived {
 fn detach(headers: &mut HeaderMap, body: &[u8]) -> Bytes {
     let values: usize = headers.values().map(HeaderValue::len).sum();
     let mut copy = BytesMut::with_capacity(values + body.len());
-    // One pass: each value is copied, then split off the front of the
-    // buffer (which keeps the rest of its capacity for the next one).
-    for value in headers.values_mut() {
+    for value in headers.values() {
         copy.extend_from_slice(value.as_bytes());
-        let bytes = copy.split().freeze();
-        // SAFETY: these are the bytes of `value`, a valid header value,
-        // copied unchanged; checking them again would cost a pass per byte.
-        let mut detached = unsafe { HeaderValue::from_maybe_shared_unchecked(bytes) };
-        detached.set_sensitive(value.is_sensitive());
-        *value = detached;
     }
     copy.extend_from_slice(body);
-    copy.freeze()
+    let copy = copy.freeze();
+    let mut at = 0;
+    for value in headers.values_mut() {
+        let end = at + value.len();
+        // SAFETY: these are the bytes of `value`, a valid header value,
+        // copied unchanged; checking them again would cost a pass per byte.
+        let mut detached = unsafe { HeaderValue::from_maybe_shared_unchecked(copy.slice(at..end)) };
+        detached.set_sensitive(value.is_sensitive());
+        *value = detached;
+        at = end;
+    }
+    copy.slice(at..)
 }
 
 impl Default for Client {
