@@ -14,9 +14,12 @@
 # and instructions per request for each side. The callgrind files stay in
 # target/callgrind/ for `callgrind_annotate target/callgrind/<side>.out`.
 #
-# One run of a side varies by about ±0.7 % (loopback timing changes how
-# often the client wakes); RUNS=n (default 1) runs each side n times and
-# keeps its smallest count.
+# One run of a side varies (loopback timing changes how often the client
+# wakes): by about ±0.7 % for the fan-out, by up to ±1 % for the small
+# batches on a loaded machine. RUNS=n (default 1) runs each side n times;
+# the ratios use each side's smallest count, and with n >= 3 the script
+# also prints them from each side's median count (`*_median=`), the
+# steadier of the two on a busy machine.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -31,10 +34,11 @@ mkdir -p "$out"
 
 runs=${RUNS:-1}
 
-# Runs one side under callgrind `runs` times and prints its smallest total
-# instruction count; the last run's profile stays in $out/<side>.out.
+# Runs one side under callgrind `runs` times and prints its smallest and
+# its median total instruction count; the last run's profile stays in
+# $out/<side>.out.
 count() {
-    best=
+    all=
     i=0
     while [ "$i" -lt "$runs" ]; do
         BATCH_BENCH_ONLY="$1" valgrind --tool=callgrind --trace-children=no \
@@ -43,10 +47,11 @@ count() {
             exit 1
         }
         n=$(awk '/^(summary|totals):/ { print $2; exit }' "$out/$1.out")
-        if [ -z "$best" ] || [ "$n" -lt "$best" ]; then best=$n; fi
+        all="$all $n"
         i=$((i + 1))
     done
-    echo "$best"
+    echo "$all" | tr ' ' '\n' | sed '/^$/d' | sort -n \
+        | awk '{ v[NR] = $1 } END { print v[1], v[int((NR + 1) / 2)] }'
 }
 
 none=$(count none)
@@ -57,7 +62,11 @@ small_batch=$(count small-batch)
 macro=$(count macro)
 
 awk -v none="$none" -v raw="$raw" -v batch="$batch" -v small_raw="$small_raw" \
-    -v small_batch="$small_batch" -v macro="$macro" 'BEGIN {
+    -v small_batch="$small_batch" -v macro="$macro" -v runs="$runs" 'BEGIN {
+    # Each side is "smallest median".
+    split(none, n); split(raw, r); split(batch, b); split(small_raw, sr)
+    split(small_batch, sb); split(macro, m)
+    none = n[1]; raw = r[1]; batch = b[1]; small_raw = sr[1]; small_batch = sb[1]; macro = m[1]
     fanout = 5000; small = 2000 * 3
     printf "baseline (start-up and teardown, subtracted): %d instructions\n", none
     printf "per request, fan-out of 5000 at 64:   raw %.0f   batch %.0f\n", (raw - none) / fanout, (batch - none) / fanout
@@ -66,4 +75,9 @@ awk -v none="$none" -v raw="$raw" -v batch="$batch" -v small_raw="$small_raw" \
     printf "instr_ratio=%.4f\n", (batch - none) / (raw - none)
     printf "small_instr_ratio=%.4f\n", (small_batch - none) / (small_raw - none)
     printf "macro_instr_ratio=%.4f\n", (macro - none) / (small_batch - none)
+    if (runs >= 3) {
+        printf "instr_ratio_median=%.4f\n", (b[2] - n[2]) / (r[2] - n[2])
+        printf "small_instr_ratio_median=%.4f\n", (sb[2] - n[2]) / (sr[2] - n[2])
+        printf "macro_instr_ratio_median=%.4f\n", (m[2] - n[2]) / (sb[2] - n[2])
+    }
 }'

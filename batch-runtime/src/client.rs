@@ -322,59 +322,83 @@ impl Client {
             duration_ms = tracing::field::Empty,
         );
         let retry = request.retry.as_ref();
-        // Timing and recording are for the span only: skip them when no
-        // subscriber listens.
-        let traced = (!span.is_disabled()).then(|| (span.clone(), Instant::now()));
-        async move {
-            let mut attempt = 1u32;
-            let result = loop {
-                let result = self.attempt(&prepared).await;
-                let wait = match (&result, retry) {
-                    (Err(err), Some(retry)) => retry.next_wait(attempt, &prepared.method, err),
-                    _ => None,
-                };
-                let Some(wait) = wait else { break result };
-                tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %ErrMsg(&result), "retrying");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
+        // The span, its timing and its fields only when a subscriber
+        // listens: otherwise the attempts run as they are.
+        let result = if span.is_disabled() {
+            self.attempts(&prepared, retry).await.0
+        } else {
+            let started = Instant::now();
+            let (result, attempts) = self
+                .attempts(&prepared, retry)
+                .instrument(span.clone())
+                .await;
+            span.record("attempt", attempts);
+            span.record("duration_ms", started.elapsed().as_millis() as u64);
+            match &result {
+                Ok(arrived) => span.record("status", arrived.status().as_u16()),
+                Err(err) => match err.status() {
+                    Some(status) => span.record("status", status.as_u16()),
+                    None => span.record("status", tracing::field::display(err.kind_name())),
+                },
             };
-            if let Some((span, started)) = traced {
-                span.record("attempt", attempt);
-                span.record("duration_ms", started.elapsed().as_millis() as u64);
-                match &result {
-                    Ok(response) => span.record("status", response.status().as_u16()),
-                    Err(err) => match err.status() {
-                        Some(status) => span.record("status", status.as_u16()),
-                        None => span.record("status", tracing::field::display(err.kind_name())),
-                    },
-                };
-            }
             result
+        };
+        // The requested URL moves into the response unless it was redirected.
+        result.map(|arrived| arrived.into_response(prepared.url))
+    }
+
+    /// Attempts until one is not retried; returns its result and how many
+    /// attempts it took.
+    async fn attempts(
+        &self,
+        prepared: &Prepared,
+        retry: Option<&crate::retry::Retry>,
+    ) -> (Result<Arrived, Error>, u32) {
+        let mut attempt = 1u32;
+        loop {
+            let result = self.attempt(prepared).await;
+            let wait = match (&result, retry) {
+                (Err(err), Some(retry)) => retry.next_wait(attempt, &prepared.method, err),
+                _ => None,
+            };
+            let Some(wait) = wait else {
+                return (result, attempt);
+            };
+            tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %ErrMsg(&result), "retrying");
+            drop(result);
+            // Boxed: a timer is large, and only a retry needs one.
+            Box::pin(tokio::time::sleep(wait)).await;
+            attempt += 1;
         }
-        .instrument(span)
-        .await
     }
 
     /// One attempt: send, read the body within the limit, check the status.
-    async fn attempt(&self, prepared: &Prepared) -> Result<Response, Error> {
-        let response = match &self.inner.transport {
+    async fn attempt(&self, prepared: &Prepared) -> Result<Arrived, Error> {
+        let arrived = match &self.inner.transport {
             Transport::Http(client) => self.attempt_http(client, prepared).await,
-            Transport::Fake(fake) => fake.respond(prepared, self.inner.body_limit).await,
+            // Boxed: the fake's future is nearly twice the HTTP one, and
+            // inline it would size (and make every move copy) every
+            // request's future, fake or not.
+            Transport::Fake(fake) => Box::pin(fake.respond(prepared, self.inner.body_limit))
+                .await
+                .map(Arrived::Whole),
         };
-        let response =
-            response.map_err(|e| e.with_request(&prepared.method, &redact::url(&prepared.url)))?;
-        if response.status().as_u16() >= 400 {
-            return Err(Error::status_error(response)
-                .with_request(&prepared.method, &redact::url(&prepared.url)));
+        let arrived =
+            arrived.map_err(|e| e.with_request(&prepared.method, &redact::url(&prepared.url)))?;
+        if arrived.status().as_u16() >= 400 {
+            return Err(
+                Error::status_error(arrived.into_response(prepared.url.clone()))
+                    .with_request(&prepared.method, &redact::url(&prepared.url)),
+            );
         }
-        Ok(response)
+        Ok(arrived)
     }
 
     async fn attempt_http(
         &self,
         client: &reqwest::Client,
         prepared: &Prepared,
-    ) -> Result<Response, Error> {
+    ) -> Result<Arrived, Error> {
         let mut builder = client.request(prepared.method.clone(), prepared.url.clone());
         if !prepared.headers.is_empty() {
             builder = builder.headers(prepared.headers.clone());
@@ -396,7 +420,10 @@ impl Client {
         }
         let status = response.status();
         let mut headers = std::mem::take(response.headers_mut());
-        let url = response.url().clone();
+        // Without a redirect the URL is the requested one, which the
+        // response takes over at the end instead of a copy.
+        let redirected =
+            (response.url() != &prepared.url).then(|| Box::new(response.url().clone()));
         // Most bodies arrive in one chunk: keep it without copying.
         let mut first: Option<Bytes> = None;
         let mut rest = BytesMut::new();
@@ -424,7 +451,54 @@ impl Client {
             detach(&mut headers, &[]);
             rest.freeze()
         };
-        Ok(Response::new(status, headers, url, body))
+        Ok(Arrived::Parts {
+            status,
+            headers,
+            body,
+            redirected,
+        })
+    }
+}
+
+/// What an attempt got, before its URL is settled.
+enum Arrived {
+    /// A whole response (the fake's).
+    Whole(Response),
+    /// A response over HTTP; `redirected` is its URL when a redirect
+    /// changed it, otherwise the requested URL is its URL.
+    Parts {
+        status: reqwest::StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+        redirected: Option<Box<Url>>,
+    },
+}
+
+impl Arrived {
+    fn status(&self) -> reqwest::StatusCode {
+        match self {
+            Arrived::Whole(response) => response.status(),
+            Arrived::Parts { status, .. } => *status,
+        }
+    }
+
+    /// The response, with `requested` as its URL unless it was redirected.
+    fn into_response(self, requested: Url) -> Response {
+        match self {
+            Arrived::Whole(response) => response,
+            Arrived::Parts {
+                status,
+                headers,
+                body,
+                redirected,
+            } => {
+                let url = match redirected {
+                    Some(url) => *url,
+                    None => requested,
+                };
+                Response::new(status, headers, url, body)
+            }
+        }
     }
 }
 
@@ -511,9 +585,9 @@ impl fmt::Display for Redacted<'_> {
     }
 }
 
-struct ErrMsg<'a>(&'a Result<Response, Error>);
+struct ErrMsg<'a, T>(&'a Result<T, Error>);
 
-impl fmt::Display for ErrMsg<'_> {
+impl<T> fmt::Display for ErrMsg<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Ok(_) => Ok(()),

@@ -103,6 +103,7 @@ impl Request {
     }
 
     /// A request with any method.
+    #[inline]
     pub fn new(method: Method, url: impl Into<String>) -> Self {
         Request {
             method,
