@@ -100,6 +100,28 @@ use serde::{Deserialize, Serialize};
 use super::dispatch::DispatchError;
 use super::job::Job;
 
+/// Runs an apalis worker named `$name` on `$storage`, polling every
+/// `$poll` when idle, each job through `$handler` with `$shared` as its
+/// data, until `$signal`; then returns once the jobs in flight are done.
+/// (A macro: the worker builder's bounds differ per store.)
+macro_rules! run_apalis_worker {
+    ($storage:expr, $name:expr, $poll:expr, $shared:expr, $signal:expr, $handler:expr) => {{
+        let signal = $signal;
+        apalis_core::worker::builder::WorkerBuilder::new($name)
+            .backend(apalis_core::backend::ext::BackendExt::poll_with_strategy(
+                $storage.clone(),
+                $crate::jobs::durable::poll::EveryInterval::new($poll),
+            ))
+            .data($shared)
+            .build($handler)
+            .run_until(async move {
+                signal.await;
+                Ok::<(), std::io::Error>(())
+            })
+            .await
+    }};
+}
+
 mod poll;
 #[cfg(feature = "durable-postgres")]
 mod postgres;
@@ -220,6 +242,24 @@ pub(crate) trait StoreBackend: Clone + Send + Sync + 'static {
         shared: Arc<Shared<C>>,
         signal: Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> impl Future<Output = Result<(), BoxDynError>> + Send;
+}
+
+/// What every store pushes for one dispatch: the envelope under our id,
+/// to run no earlier than `delay` from now. apalis never re-runs it: the
+/// job's retries run inside one stored execution (see the module docs).
+pub(crate) fn stored_task(
+    envelope: Envelope,
+    id: ulid::Ulid,
+    delay: Option<Duration>,
+) -> apalis_core::task::Task<Envelope> {
+    let task = apalis_core::task::builder::TaskBuilder::new(envelope)
+        .task_id(apalis_core::task::task_id::TaskId::from_ulid(id))
+        .max_attempts(1);
+    match delay {
+        Some(delay) => task.run_after(delay),
+        None => task,
+    }
+    .build()
 }
 
 /// One store of each enabled kind.

@@ -77,20 +77,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apalis_core::backend::ext::BackendExt;
 use apalis_core::backend::TaskSink;
 use apalis_core::error::BoxDynError;
-use apalis_core::task::builder::TaskBuilder;
-use apalis_core::task::task_id::TaskId;
-use apalis_core::worker::builder::WorkerBuilder;
 use apalis_postgres::{Config, PgConnectOptions, PostgresStorage};
 use sqlx::postgres::PgPoolOptions;
 
-use super::poll::EveryInterval;
 use super::worker::{handle_stored, Shared};
 use super::{
-    redacted_location, Backend, DurableStore, Envelope, FailedJob, StoreBackend, StoreCounts,
-    StoreError, DEFAULT_HEARTBEAT, DEFAULT_QUEUE,
+    redacted_location, stored_task, Backend, DurableStore, Envelope, FailedJob, StoreBackend,
+    StoreCounts, StoreError, DEFAULT_HEARTBEAT, DEFAULT_QUEUE,
 };
 
 /// The longest a dispatch (or any other operation) waits for a
@@ -222,16 +217,10 @@ impl StoreBackend for PostgresBackend {
         delay: Option<Duration>,
     ) -> Result<(), BoxDynError> {
         // Retries run inside one stored execution (see the module docs):
-        // the store never re-runs a job whose execution failed.
-        let mut task = TaskBuilder::new(envelope)
-            .task_id(TaskId::from_ulid(id))
-            .max_attempts(1);
-        if let Some(delay) = delay {
-            task = task.run_after(delay);
-        }
+        let task = stored_task(envelope, id, delay);
         let mut storage = self.storage.clone();
         bounded(async move {
-            storage.push_task(task.build()).await?;
+            storage.push_task(task).await?;
             Ok(())
         })
         .await
@@ -321,20 +310,14 @@ impl StoreBackend for PostgresBackend {
         // heartbeats: `name` is this run's own (`DurableWorker` adds a
         // ULID), so a restarted worker never adopts its dead
         // predecessor's jobs.
-        let worker = WorkerBuilder::new(name)
-            .backend(
-                self.storage
-                    .clone()
-                    .poll_with_strategy(EveryInterval::new(poll_interval)),
-            )
-            .data(shared)
-            .build(handle_stored::<C>);
-        worker
-            .run_until(async move {
-                signal.await;
-                Ok::<(), std::io::Error>(())
-            })
-            .await?;
+        run_apalis_worker!(
+            self.storage,
+            name,
+            poll_interval,
+            shared,
+            signal,
+            handle_stored::<C>
+        )?;
         Ok(())
     }
 }

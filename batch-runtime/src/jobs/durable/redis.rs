@@ -38,20 +38,16 @@ use std::time::Duration;
 
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, Value};
-use apalis_core::backend::ext::BackendExt;
 use apalis_core::backend::TaskSink;
 use apalis_core::error::{AbortError, BoxDynError};
-use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::data::Data;
 use apalis_core::task::task_id::TaskId;
-use apalis_core::worker::builder::WorkerBuilder;
 use apalis_redis::{Config, RedisStorage};
 
-use super::poll::EveryInterval;
 use super::worker::{handle_stored, Shared};
 use super::{
-    redacted_location, Backend, DurableStore, Envelope, FailedJob, StoreBackend, StoreCounts,
-    StoreError, DEFAULT_HEARTBEAT, DEFAULT_QUEUE,
+    redacted_location, stored_task, Backend, DurableStore, Envelope, FailedJob, StoreBackend,
+    StoreCounts, StoreError, DEFAULT_HEARTBEAT, DEFAULT_QUEUE,
 };
 
 /// How long connecting to the Redis server may take, at open and on
@@ -420,15 +416,9 @@ impl StoreBackend for RedisBackend {
         id: ulid::Ulid,
         delay: Option<Duration>,
     ) -> Result<(), BoxDynError> {
-        // Retries run inside one stored execution (see the module docs).
-        let mut task = TaskBuilder::new(envelope)
-            .task_id(TaskId::from_ulid(id))
-            .max_attempts(1);
-        if let Some(delay) = delay {
-            task = task.run_after(delay);
-        }
+        let task = stored_task(envelope, id, delay);
         let mut storage = self.storage.clone();
-        storage.push_task(task.build()).await?;
+        storage.push_task(task).await?;
         Ok(())
     }
 
@@ -501,20 +491,14 @@ impl StoreBackend for RedisBackend {
         signal: Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> Result<(), BoxDynError> {
         // `name` is this run's own: `DurableWorker` adds a ULID to it.
-        let worker = WorkerBuilder::new(name.clone())
-            .backend(
-                self.storage
-                    .clone()
-                    .poll_with_strategy(EveryInterval::new(poll_interval)),
-            )
-            .data(shared)
-            .build(handle_once::<C>);
-        worker
-            .run_until(async move {
-                signal.await;
-                Ok::<(), std::io::Error>(())
-            })
-            .await?;
+        run_apalis_worker!(
+            self.storage,
+            name.clone(),
+            poll_interval,
+            shared,
+            signal,
+            handle_once::<C>
+        )?;
         let config = self.config_ref();
         let unregistered = UNREGISTER
             .key(config.workers_set())

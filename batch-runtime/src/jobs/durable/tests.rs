@@ -164,38 +164,29 @@ where
     }
 }
 
+/// One module of tests, `$module::<case>`, running each case on `$kind`.
+macro_rules! cases_on {
+    ($module:ident, $feature:literal, $kind:ident, [$($case:ident),*]) => {
+        #[cfg(feature = $feature)]
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::on(super::Kind::$kind, stringify!($case), super::$case).await;
+                }
+            )*
+        }
+    };
+}
+
 /// The cases every store passes, each as a test per enabled store:
 /// `jobs::durable::tests::sqlite::<case>`, `...::postgres::<case>`,
 /// `...::redis::<case>`.
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
-        #[cfg(feature = "durable-sqlite")]
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::on(super::Kind::Sqlite, stringify!($case), super::$case).await;
-                }
-            )*
-        }
-        #[cfg(feature = "durable-postgres")]
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::on(super::Kind::Postgres, stringify!($case), super::$case).await;
-                }
-            )*
-        }
-        #[cfg(feature = "durable-redis")]
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::on(super::Kind::Redis, stringify!($case), super::$case).await;
-                }
-            )*
-        }
+        cases_on!(sqlite, "durable-sqlite", Sqlite, [$($case),*]);
+        cases_on!(postgres, "durable-postgres", Postgres, [$($case),*]);
+        cases_on!(redis, "durable-redis", Redis, [$($case),*]);
     };
 }
 
@@ -227,24 +218,8 @@ on_every_store!(
 /// the test cuts: a real outage, not a closed handle.
 macro_rules! on_every_server {
     ($($case:ident),* $(,)?) => {
-        #[cfg(feature = "durable-postgres")]
-        mod postgres_outage {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::on(super::Kind::Postgres, stringify!($case), super::$case).await;
-                }
-            )*
-        }
-        #[cfg(feature = "durable-redis")]
-        mod redis_outage {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::on(super::Kind::Redis, stringify!($case), super::$case).await;
-                }
-            )*
-        }
+        cases_on!(postgres_outage, "durable-postgres", Postgres, [$($case),*]);
+        cases_on!(redis_outage, "durable-redis", Redis, [$($case),*]);
     };
 }
 
