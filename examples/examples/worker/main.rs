@@ -77,10 +77,12 @@ async fn run_worker(
         Some(interval) => store.heartbeat(interval),
         None => store,
     };
+    // The store's location leaves a URL's password out.
+    let location = store.location().to_owned();
     let jobs = Jobs::builder(ctx).durable(store).build();
     let worker = jobs.durable_worker(name, register)?;
     println!(
-        "{name} (pid {}) runs the jobs stored in {spec}; Ctrl-C or SIGTERM stops it once its jobs in flight are done",
+        "{name} (pid {}) runs the jobs stored in {location}; Ctrl-C or SIGTERM stops it once its jobs in flight are done",
         std::process::id()
     );
     worker.run_until(stop).await?;
