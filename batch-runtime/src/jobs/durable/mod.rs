@@ -226,11 +226,9 @@ pub(crate) trait StoreBackend: Clone + Send + Sync + 'static {
     /// Closes the connections: later pushes fail.
     fn close(&self) -> impl Future<Output = ()> + Send;
 
-    /// The same store with workers beating every `interval`.
-    fn with_heartbeat(&self, interval: Duration) -> Self;
-
-    /// The same store on another queue.
-    fn with_queue(&self, queue: &str) -> Self;
+    /// The same store (its connections shared) on `queue`, with workers
+    /// beating every `heartbeat`.
+    fn configured(&self, queue: &str, heartbeat: Duration) -> Self;
 
     /// Runs an apalis worker named `name` on this queue, each stored job
     /// through [`worker::handle_stored`], until `signal`; then returns
@@ -319,6 +317,7 @@ struct StoreInner {
     backend: Backend,
     location: String,
     queue: String,
+    heartbeat: Duration,
     poll_interval: Duration,
 }
 
@@ -403,17 +402,21 @@ impl DurableStore {
                 backend,
                 location,
                 queue: DEFAULT_QUEUE.to_owned(),
+                heartbeat: DEFAULT_HEARTBEAT,
                 poll_interval: DEFAULT_POLL_INTERVAL,
             }),
         }
     }
 
-    fn with(&self, backend: Backend, queue: String, poll_interval: Duration) -> DurableStore {
+    /// This store on `queue`, beating every `heartbeat`, polling every
+    /// `poll_interval`; its connections shared.
+    fn with(&self, queue: &str, heartbeat: Duration, poll_interval: Duration) -> DurableStore {
         DurableStore {
             inner: Arc::new(StoreInner {
-                backend,
+                backend: map_backend!(&self.inner.backend, b => b.configured(queue, heartbeat)),
                 location: self.inner.location.clone(),
-                queue,
+                queue: queue.to_owned(),
+                heartbeat,
                 poll_interval,
             }),
         }
@@ -423,8 +426,7 @@ impl DurableStore {
     /// (default [`DEFAULT_HEARTBEAT`]). A worker silent for two intervals
     /// is taken for dead and its running jobs are run again.
     pub fn heartbeat(self, interval: Duration) -> Self {
-        let backend = map_backend!(&self.inner.backend, b => b.with_heartbeat(interval));
-        self.with(backend, self.inner.queue.clone(), self.inner.poll_interval)
+        self.with(&self.inner.queue, interval, self.inner.poll_interval)
     }
 
     /// Puts this handle's jobs on the queue `name` (default
@@ -432,8 +434,7 @@ impl DurableStore {
     /// store without seeing each other's jobs. Workers run the queue of
     /// the store they were given.
     pub fn queue(self, name: &str) -> Self {
-        let backend = map_backend!(&self.inner.backend, b => b.with_queue(name));
-        self.with(backend, name.to_owned(), self.inner.poll_interval)
+        self.with(name, self.inner.heartbeat, self.inner.poll_interval)
     }
 
     /// How often an idle worker on this store looks for new jobs (default
@@ -441,11 +442,7 @@ impl DurableStore {
     /// process, a delayed job come due or a retried job waits for an idle
     /// worker. Each look is one small query.
     pub fn poll_interval(self, interval: Duration) -> Self {
-        self.with(
-            self.inner.backend.clone(),
-            self.inner.queue.clone(),
-            interval,
-        )
+        self.with(&self.inner.queue, self.inner.heartbeat, interval)
     }
 
     /// Where the store is: the SQLite file's path, or the server's URL

@@ -123,7 +123,6 @@ const MISSED_HEARTBEATS: usize = 2;
 pub(crate) struct PostgresBackend {
     storage: PostgresStorage<Envelope>,
     queue: String,
-    heartbeat: Duration,
 }
 
 impl PostgresBackend {
@@ -135,17 +134,6 @@ impl PostgresBackend {
             .queue(queue)
             .heartbeat_interval(heartbeat)
             .missed_heartbeats(MISSED_HEARTBEATS)
-    }
-
-    fn reconfigured(&self, queue: &str, heartbeat: Duration) -> Self {
-        PostgresBackend {
-            storage: self
-                .storage
-                .clone()
-                .with_config(Self::config(queue, heartbeat)),
-            queue: queue.to_owned(),
-            heartbeat,
-        }
     }
 
     fn pool(&self) -> &sqlx::PgPool {
@@ -200,7 +188,6 @@ impl DurableStore {
         let backend = PostgresBackend {
             storage,
             queue: DEFAULT_QUEUE.to_owned(),
-            heartbeat: DEFAULT_HEARTBEAT,
         };
         Ok(DurableStore::from_backend(
             Backend::Postgres(backend),
@@ -290,12 +277,14 @@ impl StoreBackend for PostgresBackend {
         self.pool().close().await;
     }
 
-    fn with_heartbeat(&self, interval: Duration) -> Self {
-        self.reconfigured(&self.queue, interval)
-    }
-
-    fn with_queue(&self, queue: &str) -> Self {
-        self.reconfigured(queue, self.heartbeat)
+    fn configured(&self, queue: &str, heartbeat: Duration) -> Self {
+        PostgresBackend {
+            storage: self
+                .storage
+                .clone()
+                .with_config(Self::config(queue, heartbeat)),
+            queue: queue.to_owned(),
+        }
     }
 
     async fn run_worker<C: Send + Sync + 'static>(

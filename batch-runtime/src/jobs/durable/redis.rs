@@ -117,8 +117,6 @@ impl ConnectionLike for StoreConn {
 pub(crate) struct RedisBackend {
     storage: RedisStorage<Envelope, StoreConn>,
     conn: StoreConn,
-    queue: String,
-    heartbeat: Duration,
 }
 
 /// This queue's jobs by state: `{pending, running, failed, done}`.
@@ -218,18 +216,6 @@ impl RedisBackend {
             .queue(queue)
             .heartbeat_interval(Duration::from_millis(beat_ms))
             .missed_heartbeats(BEATS_PER_TIMEOUT as usize)
-    }
-
-    fn reconfigured(&self, queue: &str, heartbeat: Duration) -> Self {
-        RedisBackend {
-            storage: self
-                .storage
-                .clone()
-                .with_config(Self::config(queue, heartbeat)),
-            conn: self.conn.clone(),
-            queue: queue.to_owned(),
-            heartbeat,
-        }
     }
 
     fn config_ref(&self) -> &Config {
@@ -368,12 +354,7 @@ impl DurableStore {
             .map_err(|e| StoreError::new(&location, "checking the server", e))?;
         let storage = RedisStorage::new(conn.clone())
             .with_config(RedisBackend::config(DEFAULT_QUEUE, DEFAULT_HEARTBEAT));
-        let backend = RedisBackend {
-            storage,
-            conn,
-            queue: DEFAULT_QUEUE.to_owned(),
-            heartbeat: DEFAULT_HEARTBEAT,
-        };
+        let backend = RedisBackend { storage, conn };
         Ok(DurableStore::from_backend(
             Backend::Redis(backend),
             location,
@@ -475,12 +456,14 @@ impl StoreBackend for RedisBackend {
         self.conn.closed.store(true, Ordering::SeqCst);
     }
 
-    fn with_heartbeat(&self, interval: Duration) -> Self {
-        self.reconfigured(&self.queue, interval)
-    }
-
-    fn with_queue(&self, queue: &str) -> Self {
-        self.reconfigured(queue, self.heartbeat)
+    fn configured(&self, queue: &str, heartbeat: Duration) -> Self {
+        RedisBackend {
+            storage: self
+                .storage
+                .clone()
+                .with_config(Self::config(queue, heartbeat)),
+            conn: self.conn.clone(),
+        }
     }
 
     async fn run_worker<C: Send + Sync + 'static>(

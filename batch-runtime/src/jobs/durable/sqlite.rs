@@ -21,23 +21,11 @@ use super::{
 pub(crate) struct SqliteBackend {
     storage: SqliteStorage<Envelope>,
     queue: String,
-    heartbeat: Duration,
 }
 
 impl SqliteBackend {
     fn config(queue: &str, heartbeat: Duration) -> Config {
         Config::default().queue(queue).heartbeat_interval(heartbeat)
-    }
-
-    fn reconfigured(&self, queue: &str, heartbeat: Duration) -> Self {
-        SqliteBackend {
-            storage: self
-                .storage
-                .clone()
-                .with_config(Self::config(queue, heartbeat)),
-            queue: queue.to_owned(),
-            heartbeat,
-        }
     }
 
     #[cfg(test)]
@@ -82,7 +70,6 @@ impl DurableStore {
         let backend = SqliteBackend {
             storage,
             queue: DEFAULT_QUEUE.to_owned(),
-            heartbeat: DEFAULT_HEARTBEAT,
         };
         Ok(DurableStore::from_backend(
             Backend::Sqlite(backend),
@@ -156,12 +143,14 @@ impl StoreBackend for SqliteBackend {
         self.storage.pool().close().await;
     }
 
-    fn with_heartbeat(&self, interval: Duration) -> Self {
-        self.reconfigured(&self.queue, interval)
-    }
-
-    fn with_queue(&self, queue: &str) -> Self {
-        self.reconfigured(queue, self.heartbeat)
+    fn configured(&self, queue: &str, heartbeat: Duration) -> Self {
+        SqliteBackend {
+            storage: self
+                .storage
+                .clone()
+                .with_config(Self::config(queue, heartbeat)),
+            queue: queue.to_owned(),
+        }
     }
 
     async fn run_worker<C: Send + Sync + 'static>(
