@@ -783,9 +783,24 @@ async fn retries_and_the_failed_hook_run_inside_one_stored_execution_that_is_not
     assert_eq!((refund.retried, refund.failed), (1, 1));
 }
 
-async fn a_job_running_on_a_worker_that_died_runs_again_after_two_missed_heartbeats(db: TestStore) {
+/// What [`a_worker_dies_mid_job`] saw.
+struct Rescue {
+    ledger: Arc<Ledger>,
+    jobs: Jobs<Ledger>,
+    stored_id: Option<String>,
+    /// From the dying worker's end to the job's second run.
+    recovered_after: Duration,
+}
+
+/// A worker named `dying` dies mid-job (no ack, no more heartbeats); one
+/// named `rescuing` starts at once; returns once the job ran again.
+async fn a_worker_dies_mid_job(
+    db: &TestStore,
+    heartbeat: Duration,
+    dying: &str,
+    rescuing: &str,
+) -> Rescue {
     let ledger = Ledger::new();
-    let heartbeat = Duration::from_secs(1);
     let store = db.open().await.heartbeat(heartbeat);
     let jobs = Jobs::builder(ledger.clone()).durable(store).build();
     let dispatched = jobs
@@ -793,21 +808,36 @@ async fn a_job_running_on_a_worker_that_died_runs_again_after_two_missed_heartbe
         .on(Connection::Durable)
         .await
         .expect("the store takes the job");
-    let (_never_stopped, dying) = spawn_worker(&jobs, "dying-worker");
+    let (_never_stopped, dying) = spawn_worker(&jobs, dying);
     ledger.wait_runs(1).await;
-    // The worker dies mid-job: no ack, no more heartbeats.
     dying.abort();
     let killed_at = std::time::Instant::now();
-    let (stop, task) = spawn_worker(&jobs, "rescuing-worker");
+    let (stop, task) = spawn_worker(&jobs, rescuing);
     ledger.wait_runs(2).await;
     let recovered_after = killed_at.elapsed();
     stop_worker(stop, task).await;
+    Rescue {
+        ledger,
+        jobs,
+        stored_id: dispatched.stored_id().map(str::to_owned),
+        recovered_after,
+    }
+}
+
+async fn a_job_running_on_a_worker_that_died_runs_again_after_two_missed_heartbeats(db: TestStore) {
+    let heartbeat = Duration::from_secs(1);
+    let Rescue {
+        ledger,
+        jobs,
+        stored_id,
+        recovered_after,
+    } = a_worker_dies_mid_job(&db, heartbeat, "dying-worker", "rescuing-worker").await;
     assert_eq!(ledger.sorted_runs(), vec![5, 5]);
     // Both runs see the same stored id: `handle` can de-duplicate on it.
     let ids = ledger.stored_ids.lock().expect("ledger lock").clone();
     assert_eq!(ids.len(), 2);
     assert!(ids[0].is_some() && ids[0] == ids[1], "{ids:?}");
-    assert_eq!(ids[0].as_deref(), dispatched.stored_id());
+    assert_eq!(ids[0], stored_id);
     assert_eq!(jobs.stats().of::<Invoice>().succeeded, 1);
     // Two heartbeats, at whole-second resolution, plus one to notice.
     assert!(
@@ -1341,23 +1371,14 @@ async fn stats_with_store_is_none_without_a_durable_store_and_for_the_fake() {
 async fn a_worker_restarted_at_once_under_its_name_still_reruns_the_job_it_died_with(
     db: TestStore,
 ) {
-    let ledger = Ledger::new();
     let heartbeat = Duration::from_secs(1);
-    let store = db.open().await.heartbeat(heartbeat);
-    let jobs = Jobs::builder(ledger.clone()).durable(store).build();
-    jobs.dispatch(Invoice { order: 6 })
-        .on(Connection::Durable)
-        .await
-        .expect("the store takes the job");
-    let (_never_stopped, dying) = spawn_worker(&jobs, "phoenix-worker");
-    ledger.wait_runs(1).await;
-    dying.abort();
-    let killed_at = std::time::Instant::now();
-    let (stop, task) = spawn_worker(&jobs, "phoenix-worker");
-    ledger.wait_runs(2).await;
-    let recovered_after = killed_at.elapsed();
-    stop_worker(stop, task).await;
-    assert_eq!(ledger.sorted_runs(), vec![6, 6]);
+    let Rescue {
+        ledger,
+        jobs,
+        recovered_after,
+        ..
+    } = a_worker_dies_mid_job(&db, heartbeat, "phoenix-worker", "phoenix-worker").await;
+    assert_eq!(ledger.sorted_runs(), vec![5, 5]);
     assert_eq!(jobs.stats().of::<Invoice>().succeeded, 1);
     assert!(
         recovered_after < heartbeat * 6,
