@@ -509,12 +509,12 @@ impl Arrived {
 /// allocate a new one for the next response (about 4 KiB a response).
 fn detach(headers: &mut HeaderMap, body: &[u8]) -> Bytes {
     let values: usize = headers.values().map(HeaderValue::len).sum();
-    let mut copy = BytesMut::with_capacity(values + body.len());
-    for value in headers.values() {
-        copy.extend_from_slice(value.as_bytes());
-    }
-    copy.extend_from_slice(body);
-    let copy = copy.freeze();
+    let copy = pack(values + body.len(), |out| {
+        for value in headers.values() {
+            out(value.as_bytes());
+        }
+        out(body);
+    });
     let mut at = 0;
     for value in headers.values_mut() {
         let end = at + value.len();
@@ -526,6 +526,45 @@ fn detach(headers: &mut HeaderMap, body: &[u8]) -> Bytes {
         at = end;
     }
     copy.slice(at..)
+}
+
+/// `len` bytes written by `fill` (through the `out` it is given), as one
+/// shareable buffer. A small one (most responses) is a single allocation
+/// holding its reference count and its bytes; a `Vec` turned into `Bytes`
+/// would take a second one, for its count, on the first slice.
+fn pack(len: usize, fill: impl FnOnce(&mut dyn FnMut(&[u8]))) -> Bytes {
+    macro_rules! by_size {
+        ($($size:literal)*) => {
+            $(if len <= $size {
+                return packed::<$size>(len, fill);
+            })*
+        };
+    }
+    by_size!(32 48 64 80 96 112 128 160 192 224 256 384 512 768 1024);
+    let mut copy = BytesMut::with_capacity(len);
+    fill(&mut |part| copy.extend_from_slice(part));
+    copy.freeze()
+}
+
+fn packed<const N: usize>(len: usize, fill: impl FnOnce(&mut dyn FnMut(&[u8]))) -> Bytes {
+    /// At most `N` bytes, the first `len` of them written.
+    struct Packed<const N: usize> {
+        len: usize,
+        bytes: [u8; N],
+    }
+    impl<const N: usize> AsRef<[u8]> for Packed<N> {
+        fn as_ref(&self) -> &[u8] {
+            &self.bytes[..self.len]
+        }
+    }
+    let mut packed = Packed { len, bytes: [0; N] };
+    let mut at = 0;
+    fill(&mut |part| {
+        packed.bytes[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    });
+    debug_assert_eq!(at, len);
+    Bytes::from_owner(packed)
 }
 
 impl Default for Client {
@@ -809,6 +848,28 @@ mod tests {
         let why = redirect_allowed(Some(&base), &[from], &next).unwrap_err();
         assert!(!why.contains("hunter2") && !why.contains("t0k"), "{why}");
         assert!(why.contains("http://***@other.test/x?token=***"), "{why}");
+    }
+
+    #[test]
+    fn packed_buffers_hold_exactly_what_was_written_at_every_size() {
+        // Across each size class's edges and past the largest (a `Vec`).
+        for len in (0..=1100).chain([4096, 100_000]) {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let (head, tail) = data.split_at(len / 3);
+            let packed = pack(len, |out| {
+                out(head);
+                out(&[]);
+                out(tail);
+            });
+            assert_eq!(&packed[..], &data[..], "length {len}");
+            let slice = packed.slice(len / 2..);
+            drop(packed);
+            assert_eq!(
+                &slice[..],
+                &data[len / 2..],
+                "a slice outlives its buffer, length {len}"
+            );
+        }
     }
 
     #[test]
