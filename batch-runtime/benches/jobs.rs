@@ -5,7 +5,8 @@
 //! 1. `deferred`: a shop server (own runtime thread, `DeferLayer`) with two
 //!    handlers that differ only in that one dispatches a `RecordDelivery`
 //!    job with `.after(&deferred)` (the job POSTs to an upstream with
-//!    50 ms latency). A loopback client measures response times over
+//!    50 ms latency, a stand-in for a remote host: see
+//!    `support::Placement`). A loopback client measures response times over
 //!    alternating rounds, waiting for the jobs to drain between rounds, and
 //!    prints p50/p99 for both and `job_defer_ratio` (with/without p50).
 //!    A third handler dispatches a job that does nothing:
@@ -35,7 +36,7 @@ use batch_runtime::{Client, Request};
 use serde::{Deserialize, Serialize};
 
 mod support;
-use support::{percentiles, round, serve_on_thread, start_upstream};
+use support::{percentiles, round, serve_on_thread, start_upstream, Placement};
 
 const ROUNDS: usize = 8;
 const PER_ROUND: usize = 400;
@@ -97,7 +98,9 @@ fn main() {
         |registry| registry.register::<RecordDelivery>().register::<Render>(),
     );
 
-    let upstream = start_upstream(UPSTREAM_LATENCY);
+    let placement = Placement::from_env();
+    let upstream = start_upstream(UPSTREAM_LATENCY, placement);
+    println!("{}", placement.describe());
     let runtime = DeferRuntime::new();
     let jobs = Jobs::builder(Arc::new(shop_for(&upstream)))
         .background(BackgroundConfig::default())
@@ -219,5 +222,5 @@ fn start_shop(runtime: &DeferRuntime, jobs: &Jobs<Shop>) -> String {
         .route("/closure", post(with_noop_closure))
         .layer(DeferLayer::new(runtime))
         .with_state(jobs.clone());
-    serve_on_thread("shop", app)
+    serve_on_thread("shop", app, false)
 }

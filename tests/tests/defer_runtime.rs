@@ -875,3 +875,40 @@ async fn spawn_all_takes_different_futures_in_one_call() {
     assert_eq!(ran, ["audit", "receipt", "search-index"]);
     assert_eq!(runtime.stats().completed, 7);
 }
+
+/// The worker threads run at nice 19 by default, and only they: the
+/// caller's thread keeps its priority; `background_priority(false)` keeps
+/// the workers at the builder's priority.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn defer_workers_run_at_background_priority_unless_told_otherwise() {
+    fn own_nice() -> i32 {
+        // SAFETY: a plain syscall about the calling thread (pid 0 on Linux).
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+    let before = own_nice();
+    let runtimes = [
+        ("the default", DeferRuntime::new(), 19),
+        (
+            "background_priority(false)",
+            DeferRuntime::builder()
+                .background_priority(false)
+                .build()
+                .expect("runtime"),
+            before,
+        ),
+    ];
+    for (what, runtime, expected) in runtimes {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        runtime
+            .spawn(async move {
+                let _ = tx.send(own_nice());
+            })
+            .expect("queued");
+        let seen = rx.await.expect("the work ran");
+        assert_eq!(seen, expected, "{what}");
+        let report = runtime.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(report.completed, 1, "{report}");
+    }
+    assert_eq!(own_nice(), before, "the caller's thread keeps its priority");
+}

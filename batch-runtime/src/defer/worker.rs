@@ -26,7 +26,14 @@ pub(crate) fn on_worker(id: u64) -> bool {
 
 /// Starts one worker thread.
 /// `spread`: other worker threads exist to take work this one leaves.
-pub(crate) fn start(shared: &Arc<Shared>, thread_name: &str, spread: bool) -> std::io::Result<()> {
+/// `background`: at the lowest CPU priority (see
+/// [`DeferRuntimeBuilder::background_priority`](super::DeferRuntimeBuilder::background_priority)).
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    thread_name: &str,
+    spread: bool,
+    background: bool,
+) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -34,13 +41,35 @@ pub(crate) fn start(shared: &Arc<Shared>, thread_name: &str, spread: bool) -> st
     let worker = shared.clone();
     let spawned = std::thread::Builder::new()
         .name(thread_name.to_owned())
-        .spawn(move || work(runtime, &worker, spread));
+        .spawn(move || {
+            if background {
+                lowest_priority();
+            }
+            work(runtime, &worker, spread)
+        });
     if let Err(e) = spawned {
         shared.lock().live_workers -= 1;
         return Err(e);
     }
     Ok(())
 }
+
+/// Lowers the calling thread to nice 19. On Linux `setpriority` with pid 0
+/// sets the calling thread's value, not the process's.
+#[cfg(target_os = "linux")]
+fn lowest_priority() {
+    // SAFETY: a plain syscall on the calling thread; no pointers.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "could not lower the defer worker's priority; it runs at normal priority"
+        );
+    }
+}
+
+/// Elsewhere `setpriority(PRIO_PROCESS, 0)` would renice the whole process.
+#[cfg(not(target_os = "linux"))]
+fn lowest_priority() {}
 
 /// A worker thread: dispatches queued work onto its local task set until
 /// intake is closed and nothing is left, or shutdown abandons the rest.
