@@ -229,17 +229,18 @@ impl Client {
 
     /// Resolves the URL and merges headers, refusing escapes before any I/O.
     pub(crate) fn prepare(&self, request: &Request) -> Result<Prepared, Error> {
-        if let Some(err) = &request.error {
-            return Err(Error::new(ErrorKind::Builder, err.clone())
+        if let Some(err) = request.build_error() {
+            return Err(Error::new(ErrorKind::Builder, err)
                 .with_request(&request.method, &redact::url_str(&request.target)));
         }
         let mut url = self
             .resolve(&request.target)
             .map_err(|e| e.with_request(&request.method, &redact::url_str(&request.target)))?;
-        if !request.query.is_empty() {
+        let added = request.added_query();
+        if !added.is_empty() {
             let query = match url.query() {
-                Some(existing) if !existing.is_empty() => format!("{existing}&{}", request.query),
-                _ => request.query.clone(),
+                Some(existing) if !existing.is_empty() => format!("{existing}&{added}"),
+                _ => added.to_owned(),
             };
             url.set_query(Some(&query));
         }
@@ -266,8 +267,8 @@ impl Client {
             url,
             headers,
             body: request.body.clone(),
-            timeout: request.timeout.unwrap_or(self.inner.timeout),
-            own_timeout: request.timeout.is_some(),
+            timeout: request.own_timeout().unwrap_or(self.inner.timeout),
+            own_timeout: request.own_timeout().is_some(),
         })
     }
 
@@ -321,7 +322,7 @@ impl Client {
             attempt = tracing::field::Empty,
             duration_ms = tracing::field::Empty,
         );
-        let retry = request.retry.as_ref();
+        let retry = request.retry_policy();
         // The span, its timing and its fields only when a subscriber
         // listens: otherwise the attempts run as they are.
         let result = if span.is_disabled() {

@@ -34,11 +34,21 @@ pub struct Request {
     pub(crate) method: Method,
     pub(crate) target: String,
     pub(crate) headers: HeaderMap,
-    pub(crate) query: String,
     pub(crate) body: Option<Bytes>,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) retry: Option<Retry>,
-    pub(crate) error: Option<String>,
+    /// Boxed, made by the first setter that needs it: a plain request stays
+    /// small (a batch moves its requests into a `Vec`, and a deferred batch
+    /// keeps them until it runs).
+    rare: Option<Box<Rare>>,
+}
+
+/// What few requests set.
+#[derive(Default)]
+struct Rare {
+    query: String,
+    timeout: Option<Duration>,
+    retry: Option<Retry>,
+    /// The first builder failure, reported when the request is sent.
+    error: Option<String>,
 }
 
 /// A `GET` request to a path (joined onto the client's base URL) or URL.
@@ -109,11 +119,8 @@ impl Request {
             method,
             target: url.into(),
             headers: HeaderMap::new(),
-            query: String::new(),
             body: None,
-            timeout: None,
-            retry: None,
-            error: None,
+            rare: None,
         }
     }
 
@@ -138,8 +145,31 @@ impl Request {
         self.body.as_ref()
     }
 
+    /// The query pairs added with [`Request::query`], encoded.
+    pub(crate) fn added_query(&self) -> &str {
+        self.rare.as_ref().map_or("", |rare| &rare.query)
+    }
+
+    /// The timeout set on this request, if any.
+    pub(crate) fn own_timeout(&self) -> Option<Duration> {
+        self.rare.as_ref().and_then(|rare| rare.timeout)
+    }
+
+    pub(crate) fn retry_policy(&self) -> Option<&Retry> {
+        self.rare.as_ref().and_then(|rare| rare.retry.as_ref())
+    }
+
+    /// The first builder failure, if any.
+    pub(crate) fn build_error(&self) -> Option<&str> {
+        self.rare.as_ref().and_then(|rare| rare.error.as_deref())
+    }
+
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
     fn fail(&mut self, message: String) {
-        self.error.get_or_insert(message);
+        self.rare().error.get_or_insert(message);
     }
 
     /// Sets a header, replacing any earlier value of the same name.
@@ -214,10 +244,11 @@ impl Request {
         match serde_urlencoded::to_string(query) {
             Ok(encoded) if encoded.is_empty() => {}
             Ok(encoded) => {
-                if !self.query.is_empty() {
-                    self.query.push('&');
+                let query = &mut self.rare().query;
+                if !query.is_empty() {
+                    query.push('&');
                 }
-                self.query.push_str(&encoded);
+                query.push_str(&encoded);
             }
             Err(e) => self.fail(format!("query could not be serialized: {e}")),
         }
@@ -262,13 +293,13 @@ impl Request {
     /// A total timeout for this request (connect, send and read the body),
     /// replacing the client's default.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.rare().timeout = Some(timeout);
         self
     }
 
     /// Retries this request on transient failures; see [`Retry`].
     pub fn retry(mut self, retry: Retry) -> Self {
-        self.retry = Some(retry);
+        self.rare().retry = Some(retry);
         self
     }
 }
@@ -279,21 +310,21 @@ impl fmt::Debug for Request {
         s.field("method", &self.method)
             .field("target", &redact::url_str(&self.target))
             .field("headers", &redact::Headers(&self.headers));
-        if !self.query.is_empty() {
-            let shown = redact::url_str(&format!("?{}", self.query));
+        if !self.added_query().is_empty() {
+            let shown = redact::url_str(&format!("?{}", self.added_query()));
             s.field("query", &shown.trim_start_matches('?'));
         }
         if let Some(body) = &self.body {
             s.field("body_len", &body.len());
         }
-        if let Some(timeout) = &self.timeout {
+        if let Some(timeout) = &self.own_timeout() {
             s.field("timeout", timeout);
         }
-        if let Some(retry) = &self.retry {
+        if let Some(retry) = self.retry_policy() {
             s.field("retry", retry);
         }
-        if let Some(error) = &self.error {
-            s.field("error", error);
+        if let Some(error) = self.build_error() {
+            s.field("error", &error);
         }
         s.finish()
     }
@@ -346,13 +377,13 @@ mod tests {
     #[test]
     fn invalid_header_is_kept_as_a_builder_error() {
         let request = get("/x").header("bad header", "v");
-        let err = request.error.expect("error kept");
+        let err = request.build_error().expect("error kept");
         assert!(err.contains("invalid header name"), "{err}");
     }
 
     #[test]
     fn query_pairs_accumulate() {
         let request = get("/x").query(&[("a", "1")]).query(&[("b", "two words")]);
-        assert_eq!(request.query, "a=1&b=two+words");
+        assert_eq!(request.added_query(), "a=1&b=two+words");
     }
 }
