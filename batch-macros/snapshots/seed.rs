@@ -1,9 +1,7 @@
 fn expansion() {
     let batch = {
-        #[allow(non_camel_case_types)]
-        type __batch_inventory = Reservation;
-        #[allow(non_camel_case_types)]
-        type __batch_payment = Charge;
+        let __batch_inventory = ::batch_runtime::__private::typed::<Reservation>();
+        let __batch_payment = ::batch_runtime::__private::typed::<Charge>();
         let requests = ::batch_runtime::__private::requests([
             {
                 #[allow(unused_imports)]
@@ -60,41 +58,35 @@ fn expansion() {
                 }
             }
             let slots = {
-                use ::batch_runtime::__private::json as __batch_json;
                 /// Every success value (`then |b, ok|`, `try_send`).
                 #[allow(dead_code)]
-                struct Succeeded {
-                    inventory: __batch_inventory,
-                    payment: __batch_payment,
+                struct Succeeded<Out0, Out1> {
+                    inventory: Out0,
+                    payment: Out1,
                     warehouse: ::batch_runtime::Response,
                 }
                 /// Every result (`finally |b, all|`, `send`).
                 #[allow(dead_code)]
-                struct Results {
-                    inventory: ::core::result::Result<
-                        __batch_inventory,
-                        ::batch_runtime::Error,
-                    >,
-                    payment: ::core::result::Result<
-                        __batch_payment,
-                        ::batch_runtime::Error,
-                    >,
+                struct Results<Out0, Out1> {
+                    inventory: ::core::result::Result<Out0, ::batch_runtime::Error>,
+                    payment: ::core::result::Result<Out1, ::batch_runtime::Error>,
                     warehouse: ::core::result::Result<
                         ::batch_runtime::Response,
                         ::batch_runtime::Error,
                     >,
                 }
-                struct Slots {
-                    inventory: ::batch_runtime::__private::Slot<__batch_inventory>,
-                    payment: ::batch_runtime::__private::Slot<__batch_payment>,
+                struct Slots<Out0, Out1> {
+                    inventory: ::batch_runtime::__private::Typed<Out0>,
+                    payment: ::batch_runtime::__private::Typed<Out1>,
                     warehouse: ::batch_runtime::__private::Slot<
                         ::batch_runtime::Response,
                     >,
                 }
-                impl ::batch_runtime::__private::Slots for Slots {
+                impl<Out0, Out1> ::batch_runtime::__private::Slots
+                for Slots<Out0, Out1> {
                     type Key = Key;
-                    type AllOk = Succeeded;
-                    type All = Results;
+                    type AllOk = Succeeded<Out0, Out1>;
+                    type All = Results<Out0, Out1>;
                     fn len(&self) -> usize {
                         3
                     }
@@ -107,14 +99,8 @@ fn expansion() {
                         response: &::batch_runtime::__private::Response,
                     ) -> ::core::result::Result<(), ::batch_runtime::__private::Error> {
                         match index {
-                            0 => {
-                                self.inventory
-                                    .decode(__batch_json::<__batch_inventory>(response))
-                            }
-                            1 => {
-                                self.payment
-                                    .decode(__batch_json::<__batch_payment>(response))
-                            }
+                            0 => self.inventory.decode(response),
+                            1 => self.payment.decode(response),
                             2 => {
                                 self.warehouse
                                     .decode(::batch_runtime::__private::raw(response))
@@ -152,7 +138,7 @@ fn expansion() {
                             _ => ::core::unreachable!(),
                         }
                     }
-                    fn finish(self) -> ::core::result::Result<Succeeded, Results> {
+                    fn finish(self) -> ::core::result::Result<Self::AllOk, Self::All> {
                         match (
                             self.inventory.into_result(),
                             self.payment.into_result(),
@@ -178,7 +164,7 @@ fn expansion() {
                             }
                         }
                     }
-                    fn widen(ok: Succeeded) -> Results {
+                    fn widen(ok: Self::AllOk) -> Self::All {
                         Results {
                             inventory: ::core::result::Result::Ok(ok.inventory),
                             payment: ::core::result::Result::Ok(ok.payment),
@@ -186,9 +172,9 @@ fn expansion() {
                         }
                     }
                     fn first_error(
-                        all: Results,
+                        all: Self::All,
                     ) -> ::core::result::Result<
-                        Succeeded,
+                        Self::AllOk,
                         ::batch_runtime::__private::Error,
                     > {
                         ::core::result::Result::Ok(Succeeded {
@@ -199,8 +185,8 @@ fn expansion() {
                     }
                 }
                 Slots {
-                    inventory: ::core::default::Default::default(),
-                    payment: ::core::default::Default::default(),
+                    inventory: __batch_inventory,
+                    payment: __batch_payment,
                     warehouse: ::core::default::Default::default(),
                 }
             };

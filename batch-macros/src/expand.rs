@@ -7,18 +7,20 @@
 //! {
 //!     // 1. The caller's scope: `=> T` and the request expressions resolve
 //!     //    here, before any generated name exists.
-//!     type __batch_payment = Charge;          // one alias per `=> T`
-//!     let requests = requests([post(..), ..]); // mixed-site local
+//!     let __batch_payment = typed::<Charge>(); // one slot per `=> T` (mixed-site)
+//!     let requests = requests([post(..), ..]);  // mixed-site local
 //!     {
 //!         // 2. The arms' scope: `Key` is the batch's key enum.
 //!         enum Key { .. }
 //!         let slots = {
 //!             // 3. The results: `Succeeded`, `Results`, `Slots`, named
-//!             //    only here (the arms see their types, not their names).
-//!             struct Succeeded { payment: __batch_payment, .. }
-//!             struct Results { payment: Result<__batch_payment, Error>, .. }
-//!             struct Slots { .. } impl Slots for Slots { .. }
-//!             Slots { .. }
+//!             //    only here (the arms see their types, not their names),
+//!             //    generic over the `=> T` types: an item cannot name a
+//!             //    type parameter of the function around it, a field can.
+//!             struct Succeeded<Out0, ..> { payment: Out0, .. }
+//!             struct Results<Out0, ..> { payment: Result<Out0, Error>, .. }
+//!             struct Slots<Out0, ..> { payment: Typed<Out0>, .. } impl Slots for Slots<..> { .. }
+//!             Slots { payment: __batch_payment, .. }
 //!         };
 //!         with_arms(requests, slots, |event| match event {  // every arm in one closure:
 //!             ArmEvent::Then(b, ok) => plain_arm(|| ..),    // they share captures
@@ -40,7 +42,7 @@ use crate::ast::{ArmKind, Batch, CheckedArm, CheckedRequest};
 /// The expression `batch!` becomes; `errors` are emitted first, inside it.
 pub fn expand(batch: &Batch, errors: Option<syn::Error>) -> TokenStream {
     let errors = errors.map(|errors| errors.to_compile_error());
-    let aliases = output_aliases(batch);
+    let typed = typed_slots(batch);
     let requests = requests(batch);
     let key_enum = key_enum(batch);
     let slots = slots(batch);
@@ -51,7 +53,7 @@ pub fn expand(batch: &Batch, errors: Option<syn::Error>) -> TokenStream {
     quote! {
         {
             #errors
-            #aliases
+            #typed
             let #requests_local = #requests;
             {
                 #key_enum
@@ -62,28 +64,57 @@ pub fn expand(batch: &Batch, errors: Option<syn::Error>) -> TokenStream {
     }
 }
 
-/// `type __batch_payment = Charge;` for each `=> T`: the user's type,
-/// resolved in the caller's scope, under a name the generated structs use.
-fn output_aliases(batch: &Batch) -> TokenStream {
-    let aliases = batch.requests.iter().filter_map(|request| {
+/// `let __batch_payment = typed::<Charge>();` for each `=> T`: the slot,
+/// made in the caller's scope, where `T` resolves (a type parameter of the
+/// caller's function included) and must be `Deserialize`.
+fn typed_slots(batch: &Batch) -> TokenStream {
+    let p = private(batch);
+    let slots = batch.requests.iter().filter_map(|request| {
         let ty = request.output.as_ref()?;
-        let alias = output_alias(request);
-        Some(quote! {
-            #[allow(non_camel_case_types)]
-            type #alias = #ty;
-        })
+        let local = typed_local(request);
+        // Spanned on `T`: "not deserializable" and "unknown type" point at it.
+        let slot = quote_spanned!(ty.span()=> #p::typed::<#ty>());
+        Some(quote!(let #local = #slot;))
     });
-    quote!(#(#aliases)*)
+    quote!(#(#slots)*)
 }
 
-/// The alias of a request's `=> T`, spanned on `T` so that errors about the
-/// type (not deserializable, unknown) point at what the user wrote.
-fn output_alias(request: &CheckedRequest) -> Ident {
-    let span = request
-        .output
-        .as_ref()
-        .map_or_else(|| request.key.span(), Spanned::span);
-    format_ident!("__batch_{}", key_name(&request.key), span = span)
+/// The local holding a typed entry's slot until the slots are built.
+fn typed_local(request: &CheckedRequest) -> Ident {
+    format_ident!(
+        "__batch_{}",
+        key_name(&request.key),
+        span = Span::mixed_site()
+    )
+}
+
+/// The generated structs' type parameter for each typed entry, in order.
+fn type_params(batch: &Batch) -> Vec<Ident> {
+    (0..batch.requests.iter().filter(|r| r.output.is_some()).count())
+        .map(|i| format_ident!("Out{}", i, span = Span::mixed_site()))
+        .collect()
+}
+
+/// Each entry's value type: its type parameter if typed, else the response.
+fn outputs(batch: &Batch) -> Vec<TokenStream> {
+    let rt = &batch.runtime;
+    let mut params = type_params(batch).into_iter();
+    batch
+        .requests
+        .iter()
+        .map(|r| match &r.output {
+            Some(_) => {
+                let param = params.next().expect("one parameter per typed entry");
+                quote!(#param)
+            }
+            None => quote!(#rt::Response),
+        })
+        .collect()
+}
+
+fn private(batch: &Batch) -> TokenStream {
+    let rt = &batch.runtime;
+    quote!(#rt::__private)
 }
 
 /// `enum Key`, its `Display` (the key as written), `as_str` and `ALL`.
@@ -130,30 +161,20 @@ fn key_enum(batch: &Batch) -> TokenStream {
 fn result_structs(batch: &Batch) -> TokenStream {
     let rt = &batch.runtime;
     let keys: Vec<&Ident> = batch.requests.iter().map(|r| &r.key).collect();
-    let outputs: Vec<TokenStream> = batch.requests.iter().map(|r| output(rt, r)).collect();
+    let outputs = outputs(batch);
+    let params = type_params(batch);
     quote! {
         /// Every success value (`then |b, ok|`, `try_send`).
         #[allow(dead_code)]
-        struct Succeeded {
+        struct Succeeded<#(#params),*> {
             #(#keys: #outputs,)*
         }
 
         /// Every result (`finally |b, all|`, `send`).
         #[allow(dead_code)]
-        struct Results {
+        struct Results<#(#params),*> {
             #(#keys: ::core::result::Result<#outputs, #rt::Error>,)*
         }
-    }
-}
-
-/// The alias of `=> T`, otherwise the response.
-fn output(rt: &TokenStream, request: &CheckedRequest) -> TokenStream {
-    match &request.output {
-        Some(_) => {
-            let alias = output_alias(request);
-            quote!(#alias)
-        }
-        None => quote!(#rt::Response),
     }
 }
 
@@ -180,14 +201,38 @@ fn requests(batch: &Batch) -> TokenStream {
 /// own: the arms get their types by inference, never by name, so a user type
 /// called `Results` stays the user's.
 fn slots(batch: &Batch) -> TokenStream {
-    let rt = &batch.runtime;
     let results = result_structs(batch);
-    let p = quote!(#rt::__private);
+    let p = private(batch);
     let keys: Vec<&Ident> = batch.requests.iter().map(|r| &r.key).collect();
     let count = keys.len();
     let indices: Vec<Literal> = (0..count).map(Literal::usize_unsuffixed).collect();
-    let outputs = batch.requests.iter().map(|r| output(rt, r));
-    let decoders = batch.requests.iter().map(|r| decoder(&p, r));
+    let params = type_params(batch);
+    let slot_types = batch
+        .requests
+        .iter()
+        .zip(outputs(batch))
+        .map(|(r, output)| {
+            if r.output.is_some() {
+                quote!(#p::Typed<#output>)
+            } else {
+                quote!(#p::Slot<#output>)
+            }
+        });
+    let decodes = batch.requests.iter().map(|r| {
+        if r.output.is_some() {
+            quote!(response)
+        } else {
+            quote!(#p::raw(response))
+        }
+    });
+    let inits = batch.requests.iter().map(|r| {
+        if r.output.is_some() {
+            let local = typed_local(r);
+            quote!(#local)
+        } else {
+            quote!(::core::default::Default::default())
+        }
+    });
     // Untyped entries keep the response itself: the engine moves it in.
     let (raw_indices, raw_keys): (Vec<Literal>, Vec<&Ident>) = batch
         .requests
@@ -235,18 +280,16 @@ fn slots(batch: &Batch) -> TokenStream {
     };
     let count = Literal::usize_unsuffixed(count);
     quote! {{
-        use #p::json as __batch_json;
-
         #results
 
-        struct Slots {
-            #(#keys: #p::Slot<#outputs>,)*
+        struct Slots<#(#params),*> {
+            #(#keys: #slot_types,)*
         }
 
-        impl #p::Slots for Slots {
+        impl<#(#params),*> #p::Slots for Slots<#(#params),*> {
             type Key = Key;
-            type AllOk = Succeeded;
-            type All = Results;
+            type AllOk = Succeeded<#(#params),*>;
+            type All = Results<#(#params),*>;
 
             fn len(&self) -> usize {
                 #count
@@ -262,7 +305,7 @@ fn slots(batch: &Batch) -> TokenStream {
                 response: &#p::Response,
             ) -> ::core::result::Result<(), #p::Error> {
                 match index {
-                    #(#indices => self.#keys.decode(#decoders),)*
+                    #(#indices => self.#keys.decode(#decodes),)*
                     _ => ::core::unreachable!(),
                 }
             }
@@ -276,34 +319,21 @@ fn slots(batch: &Batch) -> TokenStream {
                 }
             }
 
-            fn finish(self) -> ::core::result::Result<Succeeded, Results> {
+            fn finish(self) -> ::core::result::Result<Self::AllOk, Self::All> {
                 #finish
             }
 
-            fn widen(ok: Succeeded) -> Results {
+            fn widen(ok: Self::AllOk) -> Self::All {
                 Results { #(#keys: ::core::result::Result::Ok(ok.#keys)),* }
             }
 
-            fn first_error(all: Results) -> ::core::result::Result<Succeeded, #p::Error> {
+            fn first_error(all: Self::All) -> ::core::result::Result<Self::AllOk, #p::Error> {
                 ::core::result::Result::Ok(Succeeded { #(#keys: all.#keys?),* })
             }
         }
 
-        Slots { #(#keys: ::core::default::Default::default()),* }
+        Slots { #(#keys: #inits),* }
     }}
-}
-
-/// `json::<T>(response)`, with the `Deserialize` check spanned on `T`;
-/// `raw(response)` without `=> T`.
-fn decoder(p: &TokenStream, request: &CheckedRequest) -> TokenStream {
-    match &request.output {
-        Some(ty) => {
-            let alias = output_alias(request);
-            let json = quote_spanned!(ty.span()=> __batch_json::<#alias>);
-            quote!(#json(response))
-        }
-        None => quote!(#p::raw(response)),
-    }
 }
 
 /// `|event| match event { .. }`: every arm in one closure, so that the arms

@@ -69,15 +69,19 @@ fn seed_expansion_is_readable_and_stable() {
     check_snapshot("seed", &pretty);
 
     for part in [
-        // `=> T` resolved in the caller's scope, before any generated name.
-        "type __batch_inventory = Reservation;",
-        "type __batch_payment = Charge;",
+        // `=> T` resolved in the caller's scope, before any generated name
+        // (its slot made there, so `T` may be the caller's type parameter).
+        "let __batch_inventory = ::batch_runtime::__private::typed::<Reservation>();",
+        "let __batch_payment = ::batch_runtime::__private::typed::<Charge>();",
         "enum Key {\n        Inventory,\n        Payment,\n        Warehouse,\n    }",
         "Key::Inventory => \"inventory\"",
-        "struct Succeeded {\n        inventory: __batch_inventory,\n        payment: __batch_payment,\n        warehouse: ::batch_runtime::Response",
-        "payment: ::core::result::Result<__batch_payment, ::batch_runtime::Error>",
-        "inventory: ::batch_runtime::__private::Slot<__batch_inventory>",
-        "self.inventory.decode(__batch_json::<__batch_inventory>(response))",
+        // Generated structs are generic over the `=> T` types.
+        "struct Succeeded<Out0, Out1> {\n        inventory: Out0,\n        payment: Out1,\n        warehouse: ::batch_runtime::Response",
+        "payment: ::core::result::Result<Out1, ::batch_runtime::Error>",
+        "inventory: ::batch_runtime::__private::Typed<Out0>",
+        "impl<Out0, Out1> ::batch_runtime::__private::Slots for Slots<Out0, Out1>",
+        "0 => self.inventory.decode(response),",
+        "inventory: __batch_inventory,\n        payment: __batch_payment,\n        warehouse: ::core::default::Default::default()",
         "self.warehouse.decode(::batch_runtime::__private::raw(response))",
         "use ::batch_runtime::__private::verbs::*;",
         "use ::batch_runtime::__private::request as __batch_request; __batch_request(post(\"/api/payments/charge\").json(&charge))",
@@ -95,7 +99,7 @@ fn seed_expansion_is_readable_and_stable() {
     }
     // The caller's types and requests come before every generated item, and
     // the result structs are named only inside the slots block.
-    let alias = pretty.find("type __batch_payment").expect("alias");
+    let alias = pretty.find("let __batch_payment").expect("typed slot");
     let requests = pretty.find("let requests").expect("requests");
     let key = pretty.find("enum Key").expect("Key");
     let results = pretty.find("struct Results").expect("Results");

@@ -77,6 +77,44 @@ pub fn json<T: Decodable>(response: &Response) -> Result<T, Error> {
     response.json()
 }
 
+/// A typed entry's slot and its decoder. Made where the batch is written
+/// (see [`typed`]), so that the generated structs are generic over `T` and
+/// `T` may be a type parameter of the function that writes `batch!`.
+pub struct Typed<T> {
+    slot: Slot<T>,
+    decode: fn(&Response) -> Result<T, Error>,
+}
+
+/// The slot of `key: <expr> => T`; checks `T: Deserialize` where `T` is
+/// written.
+pub fn typed<T: Decodable>() -> Typed<T> {
+    Typed {
+        slot: Slot::default(),
+        decode: json::<T>,
+    }
+}
+
+impl<T> Typed<T> {
+    /// Decodes the body into the slot.
+    ///
+    /// # Errors
+    ///
+    /// The decode error (the engine records it with [`Typed::fail`]).
+    pub fn decode(&mut self, response: &Response) -> Result<(), Error> {
+        self.slot.decode((self.decode)(response))
+    }
+
+    /// Records a failure.
+    pub fn fail(&mut self, error: Error) {
+        self.slot.fail(error);
+    }
+
+    /// The result.
+    pub fn into_result(self) -> Result<T, Error> {
+        self.slot.into_result()
+    }
+}
+
 /// Keeps an untyped entry's response.
 ///
 /// # Errors

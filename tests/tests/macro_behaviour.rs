@@ -421,3 +421,36 @@ fn batch_futures_are_send_where_handlers_need_it() {
     assert_send(shared_plain_arms(client.clone()));
     assert_send(async_arm_borrowing(client));
 }
+
+/// `=> T` may name type parameters of the function that writes `batch!`:
+/// the generated result types are generic over them, and `then`, `send`
+/// and `try_send` see the caller's types.
+async fn fetch_two<A, B>(client: &Client, first: &str, second: &str) -> (A, B, usize)
+where
+    A: serde::de::DeserializeOwned,
+    B: serde::de::DeserializeOwned + Clone,
+{
+    let mut seen_in_then = None;
+    let all = batch! {
+        first: get(first) => A,
+        second: get(second) => B,
+        raw: get(first),
+        then |_, ok| seen_in_then = Some(ok.second.clone()),
+    }
+    .try_send(client)
+    .await
+    .expect("every request succeeds");
+    assert!(seen_in_then.is_some(), "then ran with the caller's type");
+    (all.first, all.second, all.raw.bytes().len())
+}
+
+#[tokio::test]
+async fn typed_entries_may_be_generic_parameters_of_the_enclosing_function() {
+    let upstream = Upstream::start().await;
+    let client = upstream_client(&upstream);
+    let (first, second, raw_len) =
+        fetch_two::<Numbered, serde_json::Value>(&client, "/json/4", "/json/5").await;
+    assert_eq!(first, Numbered { n: 4 });
+    assert_eq!(second, serde_json::json!({ "n": 5 }));
+    assert!(raw_len > 0);
+}
