@@ -14,7 +14,7 @@ use crate::error::{too_large, Error, ErrorKind};
 use crate::fake::Fake;
 use crate::redact;
 use crate::request::{Prepared, Request};
-use crate::response::Response;
+use crate::response::{pack, Response};
 
 /// Default total timeout of a request: connect, send, and read the body.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -420,7 +420,6 @@ impl Client {
             return Err(too_large(limit));
         }
         let status = response.status();
-        let mut headers = std::mem::take(response.headers_mut());
         // Without a redirect the URL is the requested one, which the
         // response takes over at the end instead of a copy.
         let redirected =
@@ -443,18 +442,21 @@ impl Client {
                 }
             }
         }
-        let body = if rest.is_empty() {
-            // A single chunk is usually a slice of the connection's read
-            // buffer, like the header values: copied, with them, into one
-            // buffer of the response's own (see `detach`).
-            detach(&mut headers, first.as_deref().unwrap_or_default())
+        // A single chunk is usually a slice of the connection's read buffer,
+        // like the header values: copied, with them, into one buffer of the
+        // response's own (see `pack`). Several were copied into `rest`.
+        let (packed, body) = if rest.is_empty() {
+            let (packed, body) = pack(
+                response.headers(),
+                Some(first.as_deref().unwrap_or_default()),
+            );
+            (packed, body.unwrap_or_default())
         } else {
-            detach(&mut headers, &[]);
-            rest.freeze()
+            (pack(response.headers(), None).0, rest.freeze())
         };
         Ok(Arrived::Parts {
             status,
-            headers,
+            packed,
             body,
             redirected,
         })
@@ -469,7 +471,8 @@ enum Arrived {
     /// changed it, otherwise the requested URL is its URL.
     Parts {
         status: reqwest::StatusCode,
-        headers: HeaderMap,
+        /// The headers, packed beside the body (see `pack`).
+        packed: Bytes,
         body: Bytes,
         redirected: Option<Box<Url>>,
     },
@@ -489,7 +492,7 @@ impl Arrived {
             Arrived::Whole(response) => response,
             Arrived::Parts {
                 status,
-                headers,
+                packed,
                 body,
                 redirected,
             } => {
@@ -497,75 +500,10 @@ impl Arrived {
                     Some(url) => *url,
                     None => requested,
                 };
-                Response::new(status, headers, url, body)
+                Response::from_packed(status, packed, url, body)
             }
         }
     }
-}
-
-/// Copies the header values and `body` into one buffer of their own, and
-/// returns the body's copy. hyper parses both as slices of the
-/// connection's read buffer: kept (a batch keeps every response), each
-/// response would pin a whole read buffer, and the connection would
-/// allocate a new one for the next response (about 4 KiB a response).
-fn detach(headers: &mut HeaderMap, body: &[u8]) -> Bytes {
-    let values: usize = headers.values().map(HeaderValue::len).sum();
-    let copy = pack(values + body.len(), |out| {
-        for value in headers.values() {
-            out(value.as_bytes());
-        }
-        out(body);
-    });
-    let mut at = 0;
-    for value in headers.values_mut() {
-        let end = at + value.len();
-        // SAFETY: these are the bytes of `value`, a valid header value,
-        // copied unchanged; checking them again would cost a pass per byte.
-        let mut detached = unsafe { HeaderValue::from_maybe_shared_unchecked(copy.slice(at..end)) };
-        detached.set_sensitive(value.is_sensitive());
-        *value = detached;
-        at = end;
-    }
-    copy.slice(at..)
-}
-
-/// `len` bytes written by `fill` (through the `out` it is given), as one
-/// shareable buffer. A small one (most responses) is a single allocation
-/// holding its reference count and its bytes; a `Vec` turned into `Bytes`
-/// would take a second one, for its count, on the first slice.
-fn pack(len: usize, fill: impl FnOnce(&mut dyn FnMut(&[u8]))) -> Bytes {
-    macro_rules! by_size {
-        ($($size:literal)*) => {
-            $(if len <= $size {
-                return packed::<$size>(len, fill);
-            })*
-        };
-    }
-    by_size!(32 48 64 80 96 112 128 160 192 224 256 384 512 768 1024);
-    let mut copy = BytesMut::with_capacity(len);
-    fill(&mut |part| copy.extend_from_slice(part));
-    copy.freeze()
-}
-
-fn packed<const N: usize>(len: usize, fill: impl FnOnce(&mut dyn FnMut(&[u8]))) -> Bytes {
-    /// At most `N` bytes, the first `len` of them written.
-    struct Packed<const N: usize> {
-        len: usize,
-        bytes: [u8; N],
-    }
-    impl<const N: usize> AsRef<[u8]> for Packed<N> {
-        fn as_ref(&self) -> &[u8] {
-            &self.bytes[..self.len]
-        }
-    }
-    let mut packed = Packed { len, bytes: [0; N] };
-    let mut at = 0;
-    fill(&mut |part| {
-        packed.bytes[at..at + part.len()].copy_from_slice(part);
-        at += part.len();
-    });
-    debug_assert_eq!(at, len);
-    Bytes::from_owner(packed)
 }
 
 impl Default for Client {
@@ -849,53 +787,6 @@ mod tests {
         let why = redirect_allowed(Some(&base), &[from], &next).unwrap_err();
         assert!(!why.contains("hunter2") && !why.contains("t0k"), "{why}");
         assert!(why.contains("http://***@other.test/x?token=***"), "{why}");
-    }
-
-    #[test]
-    fn packed_buffers_hold_exactly_what_was_written_at_every_size() {
-        // Across each size class's edges and past the largest (a `Vec`).
-        for len in (0..=1100).chain([4096, 100_000]) {
-            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let (head, tail) = data.split_at(len / 3);
-            let packed = pack(len, |out| {
-                out(head);
-                out(&[]);
-                out(tail);
-            });
-            assert_eq!(&packed[..], &data[..], "length {len}");
-            let slice = packed.slice(len / 2..);
-            drop(packed);
-            assert_eq!(
-                &slice[..],
-                &data[len / 2..],
-                "a slice outlives its buffer, length {len}"
-            );
-        }
-    }
-
-    #[test]
-    fn kept_responses_do_not_pin_the_connections_read_buffer() {
-        // As hyper hands them over: values and body sliced from one buffer.
-        let read_buffer = Bytes::from(b"application/jsonsecret{\"id\":1}".to_vec());
-        let mut headers = HeaderMap::new();
-        let content_type = HeaderValue::from_maybe_shared(read_buffer.slice(0..16)).unwrap();
-        let mut cookie = HeaderValue::from_maybe_shared(read_buffer.slice(16..22)).unwrap();
-        cookie.set_sensitive(true);
-        headers.insert(reqwest::header::CONTENT_TYPE, content_type);
-        headers.insert(reqwest::header::SET_COOKIE, cookie);
-        let chunk = read_buffer.slice(22..);
-
-        let body = detach(&mut headers, &chunk);
-        drop(chunk);
-
-        assert_eq!(&body[..], b"{\"id\":1}");
-        assert_eq!(headers[reqwest::header::CONTENT_TYPE], "application/json");
-        assert_eq!(headers[reqwest::header::SET_COOKIE], "secret");
-        assert!(headers[reqwest::header::SET_COOKIE].is_sensitive());
-        assert!(
-            read_buffer.is_unique(),
-            "the headers or the body still hold a slice of the read buffer"
-        );
     }
 
     #[test]

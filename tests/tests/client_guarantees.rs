@@ -2,7 +2,8 @@
 //! never leave the base URL, base URLs with a query are refused, repeated
 //! header values all arrive, non-idempotent requests are not re-sent after
 //! they may have reached the server, the default timeout cuts off a silent
-//! server, and a user's own reqwest builder is honoured.
+//! server, a user's own reqwest builder is honoured, and response headers
+//! read back exactly as the server sent them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -499,4 +500,64 @@ async fn a_users_own_reqwest_builder_is_used_and_the_guarantees_still_hold() {
     })
     .await
     .expect("no hang");
+}
+
+/// A batch keeps each response's headers packed beside its body and reads
+/// them into a `HeaderMap` on first use: what a real server sent comes back
+/// whole, repeated values in order, whether the body arrived in one chunk
+/// or in several, and `Set-Cookie` stays hidden from `Debug`.
+#[tokio::test]
+async fn response_headers_read_back_exactly_as_the_server_sent_them() {
+    let app = Router::new()
+        .route(
+            "/one-chunk",
+            get(|| async {
+                (
+                    // Appended: a plain array would keep only the last cookie.
+                    axum::response::AppendHeaders([
+                        ("set-cookie", "a=1"),
+                        ("set-cookie", "b=2"),
+                        ("x-trace", "t-1"),
+                        ("x-empty", ""),
+                    ]),
+                    "small body",
+                )
+            }),
+        )
+        .route(
+            "/chunks",
+            get(|| async {
+                let parts = (0..64).map(|i| Ok::<_, std::io::Error>(format!("part {i:02};")));
+                (
+                    [("x-trace", "t-2"), ("content-type", "text/plain")],
+                    axum::body::Body::from_stream(futures::stream::iter(parts)),
+                )
+            }),
+        );
+    let base = format!("http://{}", serve(app).await);
+    let client = Client::builder().base_url(&base).build().expect("client");
+    let all = timeout(
+        LIMIT,
+        batch_runtime::Batch::new([Request::get("/one-chunk"), Request::get("/chunks")])
+            .send(&client),
+    )
+    .await
+    .expect("within the limit");
+
+    let one = all[0].as_ref().expect("one chunk");
+    let cookies: Vec<_> = one.headers().get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["a=1", "b=2"]);
+    assert_eq!(one.headers()["x-trace"], "t-1");
+    assert_eq!(one.headers()["x-empty"], "");
+    assert_eq!(one.text(), "small body");
+    assert!(!format!("{one:?}").contains("a=1"), "{one:?}");
+
+    let chunks = all[1].as_ref().expect("several chunks");
+    assert_eq!(chunks.headers()["x-trace"], "t-2");
+    assert_eq!(chunks.headers()["content-type"], "text/plain");
+    let expected: String = (0..64).map(|i| format!("part {i:02};")).collect();
+    assert_eq!(chunks.text(), expected);
+    // A clone shares the headers read once.
+    let clone = one.clone();
+    assert!(std::ptr::eq(clone.headers(), one.headers()));
 }
