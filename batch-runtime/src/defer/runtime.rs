@@ -167,13 +167,14 @@ impl DeferRuntimeBuilder {
     /// then takes the CPU the responses leave instead of competing with
     /// them. On a 2-core machine serving 16 clients, each response
     /// deferring three upstream calls, the responses' p99 with deferred
-    /// work over without was 1.07 at this priority (median of six runs,
-    /// 0.87 to 1.15) and 1.14 at normal priority (1.05 to 1.30; `cargo
-    /// bench -p batch-runtime --bench defer`). While the CPU stays
-    /// saturated deferred work runs only in what is left (nice 19 still
-    /// gets a share, so it is never starved): it may queue up, and drain
-    /// more slowly at shutdown. `false` keeps the workers at the priority
-    /// of the thread that builds the runtime.
+    /// work over without was 1.07 at this priority (median of eight runs)
+    /// and 1.15 at normal priority (`cargo bench -p batch-runtime --bench
+    /// defer`).
+    ///
+    /// While the CPU stays saturated, deferred work runs only in what is
+    /// left (nice 19 still gets a share, so it is never starved): it may
+    /// queue up, and drain more slowly at shutdown. `false` keeps the
+    /// workers at the priority of the thread that builds the runtime.
     pub fn background_priority(mut self, background: bool) -> Self {
         self.background_priority = background;
         self
