@@ -2,7 +2,7 @@
 //! concurrency is bounded, scopes wait for their work, and shutdown drains
 //! within the grace period and reports what it abandoned past it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -911,4 +911,49 @@ async fn defer_workers_run_at_background_priority_unless_told_otherwise() {
         assert_eq!(report.completed, 1, "{report}");
     }
     assert_eq!(own_nice(), before, "the caller's thread keeps its priority");
+}
+
+/// At background priority deferred work is behind the responses, not
+/// starved: it still runs while more normal-priority threads than cores
+/// spin.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn background_work_still_runs_while_every_core_is_busy() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let spinners: Vec<_> = (0..=cores)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let runtime = DeferRuntime::new();
+    let started = std::time::Instant::now();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    runtime
+        .spawn(async move {
+            let _ = tx.send(());
+        })
+        .expect("queued");
+    let ran = tokio::time::timeout(Duration::from_secs(20), rx).await;
+    let waited = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for spinner in spinners {
+        spinner.join().expect("spinner");
+    }
+    assert!(
+        ran.is_ok(),
+        "deferred work did not run within 20 s while {} threads spun",
+        cores + 1
+    );
+    eprintln!(
+        "deferred work ran after {waited:?} with {} spinning threads",
+        cores + 1
+    );
+    let report = runtime.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.completed, 1, "{report}");
 }
