@@ -113,10 +113,10 @@ impl fmt::Debug for Response {
 /// slices of the connection's read buffer. Kept as they are (a batch keeps
 /// every response), each response would pin a whole read buffer, and the
 /// connection would allocate a new one for the next response (about 4 KiB
-/// a response). Each header is `[sensitive: u8][name length: u16][value
+/// a response). Each header is `[sensitive: u8][name length: u32][value
 /// length: u32][name][value]`, lengths little-endian.
 pub(crate) fn pack(headers: &HeaderMap, body: Option<&[u8]>) -> (Bytes, Option<Bytes>) {
-    const FIXED: usize = 1 + 2 + 4;
+    const FIXED: usize = 1 + 4 + 4;
     let head_len: usize = headers
         .iter()
         .map(|(name, value)| FIXED + name.as_str().len() + value.len())
@@ -125,12 +125,9 @@ pub(crate) fn pack(headers: &HeaderMap, body: Option<&[u8]>) -> (Bytes, Option<B
     let buffer = one_buffer(head_len + body_len, |out| {
         for (name, value) in headers {
             let name = name.as_str().as_bytes();
-            // A name is at most 64 KiB (the `http` crate's limit).
-            let name_len = u16::try_from(name.len()).unwrap_or(u16::MAX);
-            let value_len = u32::try_from(value.len()).unwrap_or(u32::MAX);
             out(&[u8::from(value.is_sensitive())]);
-            out(&name_len.to_le_bytes());
-            out(&value_len.to_le_bytes());
+            out(&packed_len(name.len()));
+            out(&packed_len(value.len()));
             out(name);
             out(value.as_bytes());
         }
@@ -148,14 +145,9 @@ fn unpack(packed: &Bytes) -> HeaderMap {
     let mut at = 0;
     while at < packed.len() {
         let sensitive = packed[at] != 0;
-        let name_len = usize::from(u16::from_le_bytes([packed[at + 1], packed[at + 2]]));
-        let value_len = u32::from_le_bytes([
-            packed[at + 3],
-            packed[at + 4],
-            packed[at + 5],
-            packed[at + 6],
-        ]) as usize;
-        at += 7;
+        let name_len = unpacked_len(&packed[at + 1..at + 5]);
+        let value_len = unpacked_len(&packed[at + 5..at + 9]);
+        at += 9;
         let name = HeaderName::from_bytes(&packed[at..at + name_len])
             .expect("packed from a valid header name");
         at += name_len;
@@ -168,6 +160,19 @@ fn unpack(packed: &Bytes) -> HeaderMap {
         headers.append(name, value);
     }
     headers
+}
+
+/// A header name's or value's length as packed. Both are far below 4 GiB:
+/// hyper refuses a head larger than its read buffer limit.
+fn packed_len(len: usize) -> [u8; 4] {
+    u32::try_from(len)
+        .expect("a header name or value over 4 GiB")
+        .to_le_bytes()
+}
+
+fn unpacked_len(bytes: &[u8]) -> usize {
+    let bytes: [u8; 4] = bytes.try_into().expect("four bytes");
+    u32::from_le_bytes(bytes) as usize
 }
 
 /// `len` bytes written by `fill` (through the `out` it is given), as one
