@@ -371,7 +371,13 @@ async fn shutdown_returns_once_the_queue_drains_while_a_request_handle_is_open()
     assert!(report.drained, "{report}");
     assert_eq!(report.completed, 1, "{report}");
     assert_eq!(report.open_handles, 1, "{report}");
-    assert!(report.to_string().contains("1 request handle"), "{report}");
+    assert_eq!(report.open_handle_work, ["held-open"], "{report}");
+    assert!(
+        report
+            .to_string()
+            .contains("1 request handle still open holding held-open"),
+        "{report}"
+    );
 
     // The handle releases its work after shutdown returned: it is refused,
     // counted and named, never run.

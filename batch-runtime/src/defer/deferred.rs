@@ -3,10 +3,11 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::job::{Group, Job, LocalFuture, MakeFuture};
 use super::runtime::DeferRuntime;
+use super::state::HeldWork;
 use super::works::{BoxWork, IntoWorks};
 use super::DeferSafe;
 use crate::arms::Arms;
@@ -69,8 +70,8 @@ enum State {
     /// The response is not out yet: work waits here.
     Collecting {
         work: Vec<Pending>,
-        /// Whether the runtime counts this handle as holding work.
-        opened: bool,
+        /// The id the runtime gave this handle when it took its first work.
+        opened: Option<u64>,
     },
     /// The response is out; `run_all` is false when it failed. `handed`:
     /// the ids and names of the named works this handle queued, the only
@@ -102,7 +103,7 @@ impl Deferred {
                 group,
                 state: Mutex::new(State::Collecting {
                     work: Vec::new(),
-                    opened: false,
+                    opened: None,
                 }),
             }),
         }
@@ -275,9 +276,9 @@ impl Deferred {
         let mut state = self.lock();
         match &mut *state {
             State::Collecting { work, opened } => {
-                if !*opened {
-                    *opened = true;
-                    self.inner.runtime.handle_opened();
+                if opened.is_none() {
+                    let handle: Weak<dyn HeldWork> = Arc::downgrade(&self.inner) as _;
+                    *opened = Some(self.inner.runtime.handle_opened(handle));
                 }
                 work.extend(jobs);
             }
@@ -328,16 +329,25 @@ impl Inner {
         drop(state);
         let skipped = skip.len();
         drop(skip);
-        if !opened {
+        let Some(handle) = opened else {
             return;
-        }
+        };
         if skipped > 0 {
             tracing::debug!(
                 skipped,
                 "deferred work skipped: the response failed and the work is not `always`"
             );
         }
-        self.runtime.handle_closed(skipped, jobs);
+        self.runtime.handle_closed(handle, skipped, jobs);
+    }
+}
+
+impl HeldWork for Inner {
+    fn held(&self) -> Vec<String> {
+        match &*self.lock() {
+            State::Collecting { work, .. } => work.iter().map(|p| p.job.display_name()).collect(),
+            State::Released { .. } => Vec::new(),
+        }
     }
 }
 

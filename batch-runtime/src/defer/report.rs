@@ -103,6 +103,9 @@ pub struct ShutdownReport {
     /// does not wait for them: their work, released later, is rejected and
     /// counted.
     pub open_handles: usize,
+    /// The works those handles held when shutdown returned, by name (the
+    /// first [`REJECTED_NAMES_KEPT`]): released later, they are rejected.
+    pub open_handle_work: Vec<String>,
     /// Whether everything queued finished within the grace period.
     pub drained: bool,
     /// Whether the worker threads stopped: every abandoned work has been
@@ -148,10 +151,14 @@ impl fmt::Display for ShutdownReport {
         if self.open_handles > 0 {
             write!(
                 f,
-                ", {} request handle{} still open (work they release now is rejected)",
+                ", {} request handle{} still open",
                 self.open_handles,
                 if self.open_handles == 1 { "" } else { "s" }
             )?;
+            if !self.open_handle_work.is_empty() {
+                write!(f, " holding {}", self.open_handle_work.join(", "))?;
+            }
+            f.write_str(" (work they release now is rejected)")?;
         }
         if !self.workers_stopped {
             f.write_str(", a worker thread is still blocked by cancelled work")?;

@@ -4,12 +4,12 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::job::{display_name, wait_until, Job};
-use super::report::{DeferStats, Rejected, ShutdownReport};
-use super::state::{Intake, Shared, Source};
+use super::report::{DeferStats, Rejected, ShutdownReport, REJECTED_NAMES_KEPT};
+use super::state::{HeldWork, Intake, Shared, Source};
 use super::worker;
 use super::DeferSafe;
 
@@ -352,7 +352,7 @@ impl DeferRuntime {
             forgotten: state.forgotten,
             skipped: state.skipped,
             rejected: state.rejected_total,
-            pending_handles: state.pending_handles,
+            pending_handles: state.open_handles.len(),
         }
     }
 
@@ -429,6 +429,7 @@ impl DeferRuntime {
         let _ = tokio::time::timeout(grace, drain).await;
 
         let mut cancelled = Vec::new();
+        let mut holders: Vec<Weak<dyn HeldWork>> = Vec::new();
         let mut report = {
             let mut state = shared.lock();
             state.intake = Intake::Closed;
@@ -445,21 +446,31 @@ impl DeferRuntime {
                 cancelled.extend(state.queue.drain(..));
                 abandoned.extend(cancelled.iter().map(Job::display_name));
             }
+            holders.extend(state.open_handles.values().cloned());
             ShutdownReport {
                 completed: state.completed,
                 panicked: state.panicked,
                 abandoned,
                 rejected: state.rejected.clone(),
                 rejected_total: state.rejected_total,
-                open_handles: state.pending_handles,
+                open_handles: state.open_handles.len(),
+                open_handle_work: Vec::new(),
                 drained: !state.abandon,
                 workers_stopped: true,
                 elapsed: Duration::ZERO,
             }
         };
-        let open_handles = report.open_handles;
         // Their `Drop` is user code: never under the lock.
         drop(cancelled);
+        // A handle is locked after the runtime, never inside it (a handle
+        // takes the runtime's lock while holding its own).
+        report.open_handle_work = holders
+            .iter()
+            .filter_map(Weak::upgrade)
+            .flat_map(|handle| handle.held())
+            .take(REJECTED_NAMES_KEPT)
+            .collect();
+        let open_handles = report.open_handles;
         shared.wake.notify_waiters();
         shared.idle.notify_waiters();
 
@@ -476,6 +487,7 @@ impl DeferRuntime {
         if open_handles > 0 {
             tracing::info!(
                 open_handles,
+                held = ?report.open_handle_work,
                 "defer runtime shut down with request handles still open: work they release now is rejected"
             );
         }
@@ -487,17 +499,23 @@ impl DeferRuntime {
 
     // ---- used by request handles ----
 
-    pub(crate) fn handle_opened(&self) {
-        self.shared().lock().pending_handles += 1;
+    /// A request handle took its first work; returns its id for
+    /// [`handle_closed`](Self::handle_closed).
+    pub(crate) fn handle_opened(&self, handle: Weak<dyn HeldWork>) -> u64 {
+        let mut state = self.shared().lock();
+        let id = state.next_handle;
+        state.next_handle += 1;
+        state.open_handles.insert(id, handle);
+        id
     }
 
     /// A request handle hands its work over (or skips it). The handle
     /// stops counting as pending in the same critical section that queues
     /// its work, so `wait_idle` never sees the gap.
-    pub(crate) fn handle_closed(&self, skipped: usize, jobs: Vec<Job>) {
+    pub(crate) fn handle_closed(&self, handle: u64, skipped: usize, jobs: Vec<Job>) {
         let shared = self.shared();
         let mut state = shared.lock();
-        state.pending_handles = state.pending_handles.saturating_sub(1);
+        state.open_handles.remove(&handle);
         state.skipped += skipped as u64;
         let admitted = if jobs.is_empty() {
             Ok(())

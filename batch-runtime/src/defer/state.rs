@@ -1,14 +1,20 @@
 //! The bookkeeping a runtime's workers and handles share: the queue, the
 //! running works, the intake and the counters, behind one lock.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, Weak};
 
 use tokio::sync::Notify;
 
 use super::job::Job;
 use super::report::{RejectReason, REJECTED_NAMES_KEPT};
 use crate::sync::lock;
+
+/// A request handle's work that is not submitted yet.
+pub(crate) trait HeldWork: Send + Sync {
+    /// The names of the works it holds.
+    fn held(&self) -> Vec<String>;
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Intake {
@@ -50,8 +56,10 @@ pub(crate) struct State {
     pub(crate) intake: Intake,
     /// Set when the grace period ran out: workers stop at once.
     pub(crate) abandon: bool,
-    /// Request handles holding work that is not submitted yet.
-    pub(crate) pending_handles: usize,
+    /// Request handles holding work that is not submitted yet, by the id
+    /// each got when it took its first work: a shutdown names their work.
+    pub(crate) open_handles: BTreeMap<u64, Weak<dyn HeldWork>>,
+    pub(crate) next_handle: u64,
     /// Worker threads that have not stopped yet.
     pub(crate) live_workers: usize,
     /// A worker looks at the queue every millisecond (work arrived
@@ -74,7 +82,8 @@ impl State {
             limited_running: 0,
             intake: Intake::Open,
             abandon: false,
-            pending_handles: 0,
+            open_handles: BTreeMap::new(),
+            next_handle: 0,
             live_workers: 0,
             polling: false,
             completed: 0,
@@ -91,7 +100,7 @@ impl State {
     }
 
     pub(crate) fn is_idle(&self) -> bool {
-        self.is_drained() && self.pending_handles == 0
+        self.is_drained() && self.open_handles.is_empty()
     }
 
     pub(crate) fn queued(&self) -> usize {
