@@ -689,6 +689,7 @@ fn spawn_worker(
                 .register::<Refund>()
                 .register::<Invoice>()
                 .register::<Gated>()
+                .register::<Slow>()
         })
         .expect("durable is configured");
     let (stop, stopped) = oneshot::channel::<()>();
@@ -1442,23 +1443,6 @@ impl Job for Slow {
     }
 }
 
-fn spawn_slow_worker(
-    jobs: &Jobs<Ledger>,
-    name: &str,
-) -> (
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), WorkerError>>,
-) {
-    let worker = jobs
-        .durable_worker(name, |r| r.register::<Slow>().register::<Invoice>())
-        .expect("durable is configured");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
-    (stop, task)
-}
-
 async fn a_job_outlasting_two_heartbeats_on_a_live_worker_is_not_taken_for_orphaned(db: TestStore) {
     let ledger = Ledger::new();
     let store = db.open().await.heartbeat(Duration::from_secs(1));
@@ -1471,8 +1455,8 @@ async fn a_job_outlasting_two_heartbeats_on_a_live_worker_is_not_taken_for_orpha
     }
     // Two live workers: each one's heartbeats look for the other's
     // orphans all along the 5 s jobs (more than 2 x 1 s).
-    let (stop_a, a) = spawn_slow_worker(&jobs, "live-a");
-    let (stop_b, b) = spawn_slow_worker(&jobs, "live-b");
+    let (stop_a, a) = spawn_worker(&jobs, "live-a");
+    let (stop_b, b) = spawn_worker(&jobs, "live-b");
     wait_counts(&store, |c| c.done == 4).await;
     stop_worker(stop_a, a).await;
     stop_worker(stop_b, b).await;
@@ -1492,9 +1476,9 @@ async fn two_live_workers_given_one_name_run_side_by_side_without_taking_each_ot
         .await
         .expect("the store takes the job");
     // Replicas started from one configuration share a name.
-    let (stop_a, a) = spawn_slow_worker(&jobs, "replica");
+    let (stop_a, a) = spawn_worker(&jobs, "replica");
     ledger.wait_runs(1).await;
-    let (stop_b, b) = spawn_slow_worker(&jobs, "replica");
+    let (stop_b, b) = spawn_worker(&jobs, "replica");
     jobs.dispatch(Slow { order: 2 })
         .on(Connection::Durable)
         .await
