@@ -39,7 +39,7 @@ use batch_runtime::defer::{self, DeferLayer, DeferRuntime, Deferred};
 use batch_runtime::{Batch, Client, Request};
 
 mod support;
-use support::{median, percentiles, round, serve_on_thread, start_upstream, Placement};
+use support::{percentiles, round, serve_on_thread, start_upstream, Placement};
 
 const ROUNDS: usize = 20;
 const PER_ROUND: usize = 1000;
@@ -308,4 +308,10 @@ fn rss_kib(field: &str) -> u64 {
 /// Resets VmHWM to the current RSS (Linux: `echo 5 > /proc/self/clear_refs`).
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The median of `values` (sorted in place).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }

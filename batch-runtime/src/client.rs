@@ -262,13 +262,14 @@ impl Client {
             }
             merged
         };
+        let own_timeout = request.own_timeout();
         Ok(Prepared {
             method: request.method.clone(),
             url,
             headers,
             body: request.body.clone(),
-            timeout: request.own_timeout().unwrap_or(self.inner.timeout),
-            own_timeout: request.own_timeout().is_some(),
+            timeout: own_timeout.unwrap_or(self.inner.timeout),
+            own_timeout: own_timeout.is_some(),
         })
     }
 
@@ -446,13 +447,9 @@ impl Client {
         // like the header values: copied, with them, into one buffer of the
         // response's own (see `pack`). Several were copied into `rest`.
         let (packed, body) = if rest.is_empty() {
-            let (packed, body) = pack(
-                response.headers(),
-                Some(first.as_deref().unwrap_or_default()),
-            );
-            (packed, body.unwrap_or_default())
+            pack(response.headers(), first.as_deref().unwrap_or_default())
         } else {
-            (pack(response.headers(), None).0, rest.freeze())
+            (pack(response.headers(), &[]).0, rest.freeze())
         };
         Ok(Arrived::Parts {
             status,

@@ -106,8 +106,8 @@ impl fmt::Debug for Response {
 }
 
 /// Copies `headers` (every value, in order, with its sensitive flag) and
-/// `body`, if given, into one buffer of their own; returns the packed
-/// headers, for [`Response::from_packed`], and the body's copy.
+/// `body` into one buffer of their own; returns the packed headers, for
+/// [`Response::from_packed`], and the body's copy.
 ///
 /// hyper parses header values and a body that arrives in one chunk as
 /// slices of the connection's read buffer. Kept as they are (a batch keeps
@@ -115,14 +115,13 @@ impl fmt::Debug for Response {
 /// connection would allocate a new one for the next response (about 4 KiB
 /// a response). Each header is `[sensitive: u8][name length: u32][value
 /// length: u32][name][value]`, lengths little-endian.
-pub(crate) fn pack(headers: &HeaderMap, body: Option<&[u8]>) -> (Bytes, Option<Bytes>) {
+pub(crate) fn pack(headers: &HeaderMap, body: &[u8]) -> (Bytes, Bytes) {
     const FIXED: usize = 1 + 4 + 4;
     let head_len: usize = headers
         .iter()
         .map(|(name, value)| FIXED + name.as_str().len() + value.len())
         .sum();
-    let body_len = body.map_or(0, <[u8]>::len);
-    let buffer = one_buffer(head_len + body_len, |out| {
+    let buffer = one_buffer(head_len + body.len(), |out| {
         for (name, value) in headers {
             let name = name.as_str().as_bytes();
             out(&[u8::from(value.is_sensitive())]);
@@ -131,12 +130,9 @@ pub(crate) fn pack(headers: &HeaderMap, body: Option<&[u8]>) -> (Bytes, Option<B
             out(name);
             out(value.as_bytes());
         }
-        if let Some(body) = body {
-            out(body);
-        }
+        out(body);
     });
-    let body = body.map(|_| buffer.slice(head_len..));
-    (buffer.slice(..head_len), body)
+    (buffer.slice(..head_len), buffer.slice(head_len..))
 }
 
 /// The headers [`pack`] packed.
@@ -255,12 +251,12 @@ mod tests {
         headers.append("x-empty", HeaderValue::from_static(""));
         let chunk = read_buffer.slice(25..);
 
-        let (packed, body) = pack(&headers, Some(&chunk));
+        let (packed, body) = pack(&headers, &chunk);
         let response = Response::from_packed(
             StatusCode::OK,
             packed,
             Url::parse("http://x.test/").unwrap(),
-            body.expect("the body's copy"),
+            body,
         );
         let expected = headers.clone();
         drop((chunk, headers));
@@ -279,8 +275,8 @@ mod tests {
 
     #[test]
     fn a_response_without_headers_or_body_packs_to_nothing() {
-        let (packed, body) = pack(&HeaderMap::new(), Some(&[]));
-        assert!(packed.is_empty() && body.is_some_and(|b| b.is_empty()));
+        let (packed, body) = pack(&HeaderMap::new(), &[]);
+        assert!(packed.is_empty() && body.is_empty());
         let response = Response::from_packed(
             StatusCode::NO_CONTENT,
             packed,

@@ -76,13 +76,6 @@ impl Placement {
     }
 }
 
-/// The median of `values` (sorted in place).
-#[allow(dead_code, reason = "the jobs bench takes no median")]
-pub fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 /// An upstream that answers every request after `latency`.
 pub fn start_upstream(latency: Duration, placement: Placement) -> String {
     let app = Router::new().fallback(move || async move {
