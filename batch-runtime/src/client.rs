@@ -326,7 +326,7 @@ impl Client {
         let retry = request.retry_policy();
         // The span, its timing and its fields only when a subscriber
         // listens: otherwise the attempts run as they are.
-        let result = if span.is_disabled() {
+        if span.is_disabled() {
             self.attempts(&prepared, retry).await.0
         } else {
             let started = Instant::now();
@@ -337,16 +337,14 @@ impl Client {
             span.record("attempt", attempts);
             span.record("duration_ms", started.elapsed().as_millis() as u64);
             match &result {
-                Ok(arrived) => span.record("status", arrived.status().as_u16()),
+                Ok(response) => span.record("status", response.status().as_u16()),
                 Err(err) => match err.status() {
                     Some(status) => span.record("status", status.as_u16()),
                     None => span.record("status", tracing::field::display(err.kind_name())),
                 },
             };
             result
-        };
-        // The requested URL moves into the response unless it was redirected.
-        result.map(|arrived| arrived.into_response(prepared.url))
+        }
     }
 
     /// Attempts until one is not retried; returns its result and how many
@@ -355,7 +353,7 @@ impl Client {
         &self,
         prepared: &Prepared,
         retry: Option<&crate::retry::Retry>,
-    ) -> (Result<Arrived, Error>, u32) {
+    ) -> (Result<Response, Error>, u32) {
         let mut attempt = 1u32;
         loop {
             let result = self.attempt(prepared).await;
@@ -375,32 +373,28 @@ impl Client {
     }
 
     /// One attempt: send, read the body within the limit, check the status.
-    async fn attempt(&self, prepared: &Prepared) -> Result<Arrived, Error> {
-        let arrived = match &self.inner.transport {
+    async fn attempt(&self, prepared: &Prepared) -> Result<Response, Error> {
+        let response = match &self.inner.transport {
             Transport::Http(client) => self.attempt_http(client, prepared).await,
             // Boxed: the fake's future is nearly twice the HTTP one, and
             // inline it would size (and make every move copy) every
             // request's future, fake or not.
-            Transport::Fake(fake) => Box::pin(fake.respond(prepared, self.inner.body_limit))
-                .await
-                .map(Arrived::Whole),
+            Transport::Fake(fake) => Box::pin(fake.respond(prepared, self.inner.body_limit)).await,
         };
-        let arrived =
-            arrived.map_err(|e| e.with_request(&prepared.method, &redact::url(&prepared.url)))?;
-        if arrived.status().as_u16() >= 400 {
-            return Err(
-                Error::status_error(arrived.into_response(prepared.url.clone()))
-                    .with_request(&prepared.method, &redact::url(&prepared.url)),
-            );
+        let response =
+            response.map_err(|e| e.with_request(&prepared.method, &redact::url(&prepared.url)))?;
+        if response.status().as_u16() >= 400 {
+            return Err(Error::status_error(response)
+                .with_request(&prepared.method, &redact::url(&prepared.url)));
         }
-        Ok(arrived)
+        Ok(response)
     }
 
     async fn attempt_http(
         &self,
         client: &reqwest::Client,
         prepared: &Prepared,
-    ) -> Result<Arrived, Error> {
+    ) -> Result<Response, Error> {
         let mut builder = client.request(prepared.method.clone(), prepared.url.clone());
         if !prepared.headers.is_empty() {
             builder = builder.headers(prepared.headers.clone());
@@ -421,10 +415,6 @@ impl Client {
             return Err(too_large(limit));
         }
         let status = response.status();
-        // Without a redirect the URL is the requested one, which the
-        // response takes over at the end instead of a copy.
-        let redirected =
-            (response.url() != &prepared.url).then(|| Box::new(response.url().clone()));
         // Most bodies arrive in one chunk: keep it without copying.
         let mut first: Option<Bytes> = None;
         let mut rest = BytesMut::new();
@@ -444,62 +434,20 @@ impl Client {
             }
         }
         // A single chunk is usually a slice of the connection's read buffer,
-        // like the header values: copied, with them, into one buffer of the
-        // response's own (see `pack`). Several were copied into `rest`.
+        // like the header values: copied, with them and the final URL, into
+        // one buffer of the response's own (see `pack`). Several were copied
+        // into `rest`.
+        let url = response.url().as_str();
         let (packed, body) = if rest.is_empty() {
-            pack(response.headers(), first.as_deref().unwrap_or_default())
+            pack(
+                url,
+                response.headers(),
+                first.as_deref().unwrap_or_default(),
+            )
         } else {
-            (pack(response.headers(), &[]).0, rest.freeze())
+            (pack(url, response.headers(), &[]).0, rest.freeze())
         };
-        Ok(Arrived::Parts {
-            status,
-            packed,
-            body,
-            redirected,
-        })
-    }
-}
-
-/// What an attempt got, before its URL is settled.
-enum Arrived {
-    /// A whole response (the fake's).
-    Whole(Response),
-    /// A response over HTTP; `redirected` is its URL when a redirect
-    /// changed it, otherwise the requested URL is its URL.
-    Parts {
-        status: reqwest::StatusCode,
-        /// The headers, packed beside the body (see `pack`).
-        packed: Bytes,
-        body: Bytes,
-        redirected: Option<Box<Url>>,
-    },
-}
-
-impl Arrived {
-    fn status(&self) -> reqwest::StatusCode {
-        match self {
-            Arrived::Whole(response) => response.status(),
-            Arrived::Parts { status, .. } => *status,
-        }
-    }
-
-    /// The response, with `requested` as its URL unless it was redirected.
-    fn into_response(self, requested: Url) -> Response {
-        match self {
-            Arrived::Whole(response) => response,
-            Arrived::Parts {
-                status,
-                packed,
-                body,
-                redirected,
-            } => {
-                let url = match redirected {
-                    Some(url) => *url,
-                    None => requested,
-                };
-                Response::from_packed(status, packed, url, body)
-            }
-        }
+        Ok(Response::from_packed(status, packed, body))
     }
 }
 

@@ -12,47 +12,49 @@ use crate::error::Error;
 use crate::redact;
 
 /// A response whose body has been read completely (within the client's size
-/// limit). Cloning is cheap: headers, URL and body are shared.
+/// limit). Cloning is cheap: the URL, headers and body are shared.
 #[derive(Clone)]
 pub struct Response {
     status: StatusCode,
-    head: Arc<Head>,
+    /// The final URL's serialization and the headers, packed (see [`pack`]).
+    /// Most batches read neither: they are parsed the first time they are
+    /// asked for, so a response kept until its batch ends holds one
+    /// allocation of its own (this buffer, which holds the body too)
+    /// instead of a `Url` and a `HeaderMap` beside it.
+    packed: Bytes,
     body: Bytes,
+    /// What was parsed from `packed`, made on the first read; clones made
+    /// after it share it.
+    parsed: OnceLock<Arc<Parsed>>,
 }
 
-struct Head {
-    url: Url,
+#[derive(Default)]
+struct Parsed {
+    url: OnceLock<Url>,
     headers: OnceLock<HeaderMap>,
-    /// The headers as they arrived over HTTP, packed (see [`pack`]); read
-    /// into `headers` the first time they are asked for. Most batches never
-    /// read them, and a `HeaderMap` kept per response costs two allocations
-    /// that hyper would otherwise reuse for the next response.
-    packed: Bytes,
 }
 
 impl Response {
     pub(crate) fn new(status: StatusCode, headers: HeaderMap, url: Url, body: Bytes) -> Self {
+        let (packed, _) = pack(url.as_str(), &headers, &[]);
         Response {
             status,
-            head: Arc::new(Head {
-                url,
-                headers: OnceLock::from(headers),
-                packed: Bytes::new(),
-            }),
+            packed,
             body,
+            parsed: OnceLock::from(Arc::new(Parsed {
+                url: OnceLock::from(url),
+                headers: OnceLock::from(headers),
+            })),
         }
     }
 
-    /// A response whose headers were packed by [`pack`].
-    pub(crate) fn from_packed(status: StatusCode, packed: Bytes, url: Url, body: Bytes) -> Self {
+    /// A response whose URL and headers were packed by [`pack`].
+    pub(crate) fn from_packed(status: StatusCode, packed: Bytes, body: Bytes) -> Self {
         Response {
             status,
-            head: Arc::new(Head {
-                url,
-                headers: OnceLock::new(),
-                packed,
-            }),
+            packed,
             body,
+            parsed: OnceLock::new(),
         }
     }
 
@@ -61,16 +63,24 @@ impl Response {
         self.status
     }
 
-    /// The response headers. Over HTTP they are kept packed beside the body
-    /// and read into this map the first time it is asked for (clones share
-    /// it).
+    /// The response headers, read from where they are kept beside the body
+    /// the first time they are asked for.
     pub fn headers(&self) -> &HeaderMap {
-        self.head.headers.get_or_init(|| unpack(&self.head.packed))
+        self.parsed()
+            .headers
+            .get_or_init(|| unpack_headers(&self.packed))
     }
 
-    /// The URL the response came from.
+    /// The URL the response came from (after redirects), parsed from where
+    /// it is kept beside the body the first time it is asked for.
     pub fn url(&self) -> &Url {
-        &self.head.url
+        self.parsed().url.get_or_init(|| {
+            Url::parse(unpacked_url(&self.packed)).expect("the serialization of a URL parses")
+        })
+    }
+
+    fn parsed(&self) -> &Parsed {
+        self.parsed.get_or_init(Arc::default)
     }
 
     /// The body bytes.
@@ -105,23 +115,31 @@ impl fmt::Debug for Response {
     }
 }
 
-/// Copies `headers` (every value, in order, with its sensitive flag) and
-/// `body` into one buffer of their own; returns the packed headers, for
-/// [`Response::from_packed`], and the body's copy.
+/// Fixed bytes before a packed URL (its length) and before each header.
+const URL_FIXED: usize = 4;
+const HEADER_FIXED: usize = 1 + 4 + 4;
+
+/// Copies `url`, `headers` (every value, in order, with its sensitive flag)
+/// and `body` into one buffer of their own; returns the packed URL and
+/// headers, for [`Response::from_packed`], and the body's copy.
 ///
 /// hyper parses header values and a body that arrives in one chunk as
 /// slices of the connection's read buffer. Kept as they are (a batch keeps
 /// every response), each response would pin a whole read buffer, and the
 /// connection would allocate a new one for the next response (about 4 KiB
-/// a response). Each header is `[sensitive: u8][name length: u32][value
-/// length: u32][name][value]`, lengths little-endian.
-pub(crate) fn pack(headers: &HeaderMap, body: &[u8]) -> (Bytes, Bytes) {
-    const FIXED: usize = 1 + 4 + 4;
-    let head_len: usize = headers
-        .iter()
-        .map(|(name, value)| FIXED + name.as_str().len() + value.len())
-        .sum();
+/// a response). The layout is `[url length: u32][url]`, then per header
+/// `[sensitive: u8][name length: u32][value length: u32][name][value]`,
+/// lengths little-endian.
+pub(crate) fn pack(url: &str, headers: &HeaderMap, body: &[u8]) -> (Bytes, Bytes) {
+    let head_len: usize = URL_FIXED
+        + url.len()
+        + headers
+            .iter()
+            .map(|(name, value)| HEADER_FIXED + name.as_str().len() + value.len())
+            .sum::<usize>();
     let buffer = one_buffer(head_len + body.len(), |out| {
+        out(&packed_len(url.len()));
+        out(url.as_bytes());
         for (name, value) in headers {
             let name = name.as_str().as_bytes();
             out(&[u8::from(value.is_sensitive())]);
@@ -135,15 +153,21 @@ pub(crate) fn pack(headers: &HeaderMap, body: &[u8]) -> (Bytes, Bytes) {
     (buffer.slice(..head_len), buffer.slice(head_len..))
 }
 
+/// The URL [`pack`] packed.
+fn unpacked_url(packed: &[u8]) -> &str {
+    let len = unpacked_len(&packed[..URL_FIXED]);
+    std::str::from_utf8(&packed[URL_FIXED..URL_FIXED + len]).expect("packed from a URL's text")
+}
+
 /// The headers [`pack`] packed.
-fn unpack(packed: &Bytes) -> HeaderMap {
+fn unpack_headers(packed: &Bytes) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    let mut at = 0;
+    let mut at = URL_FIXED + unpacked_url(packed).len();
     while at < packed.len() {
         let sensitive = packed[at] != 0;
         let name_len = unpacked_len(&packed[at + 1..at + 5]);
         let value_len = unpacked_len(&packed[at + 5..at + 9]);
-        at += 9;
+        at += HEADER_FIXED;
         let name = HeaderName::from_bytes(&packed[at..at + name_len])
             .expect("packed from a valid header name");
         at += name_len;
@@ -251,17 +275,13 @@ mod tests {
         headers.append("x-empty", HeaderValue::from_static(""));
         let chunk = read_buffer.slice(25..);
 
-        let (packed, body) = pack(&headers, &chunk);
-        let response = Response::from_packed(
-            StatusCode::OK,
-            packed,
-            Url::parse("http://x.test/").unwrap(),
-            body,
-        );
+        let (packed, body) = pack("http://x.test/a?b=c", &headers, &chunk);
+        let response = Response::from_packed(StatusCode::OK, packed, body);
         let expected = headers.clone();
         drop((chunk, headers));
 
         assert_eq!(&response.bytes()[..], b"{\"id\":1}");
+        assert_eq!(response.url().as_str(), "http://x.test/a?b=c");
         assert_eq!(response.headers(), &expected);
         let cookies: Vec<_> = response.headers().get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["secret", "one"]);
@@ -274,15 +294,32 @@ mod tests {
     }
 
     #[test]
-    fn a_response_without_headers_or_body_packs_to_nothing() {
-        let (packed, body) = pack(&HeaderMap::new(), &[]);
-        assert!(packed.is_empty() && body.is_empty());
-        let response = Response::from_packed(
-            StatusCode::NO_CONTENT,
-            packed,
-            Url::parse("http://x.test/").unwrap(),
-            Bytes::new(),
-        );
+    fn a_response_without_headers_or_body_packs_only_its_url() {
+        let (packed, body) = pack("http://x.test/", &HeaderMap::new(), &[]);
+        assert_eq!(packed.len(), URL_FIXED + "http://x.test/".len());
+        assert!(body.is_empty());
+        let response = Response::from_packed(StatusCode::NO_CONTENT, packed, body);
         assert!(response.headers().is_empty());
+        assert_eq!(response.url().as_str(), "http://x.test/");
+    }
+
+    #[test]
+    fn a_clone_shares_the_bytes_and_reads_the_same_url_and_headers() {
+        let mut headers = HeaderMap::new();
+        let mut secret = HeaderValue::from_static("token");
+        secret.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, secret);
+        let url = Url::parse("http://u:p@x.test:8080/p?q=1").unwrap();
+        let response = Response::new(
+            StatusCode::OK,
+            headers.clone(),
+            url.clone(),
+            Bytes::from_static(b"b"),
+        );
+        let clone = response.clone();
+        assert_eq!(clone.url(), &url);
+        assert_eq!(clone.headers(), &headers);
+        assert!(clone.headers()["authorization"].is_sensitive());
+        assert_eq!(clone.bytes().as_ptr(), response.bytes().as_ptr());
     }
 }
