@@ -1,5 +1,6 @@
 //! A buffered response: status, headers, final URL and the whole body.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -138,17 +139,17 @@ pub(crate) fn pack(url: &str, headers: &HeaderMap, body: &[u8]) -> (Bytes, Bytes
             .map(|(name, value)| HEADER_FIXED + name.as_str().len() + value.len())
             .sum::<usize>();
     let buffer = one_buffer(head_len + body.len(), |out| {
-        out(&packed_len(url.len()));
-        out(url.as_bytes());
+        out.put(&packed_len(url.len()));
+        out.put(url.as_bytes());
         for (name, value) in headers {
             let name = name.as_str().as_bytes();
-            out(&[u8::from(value.is_sensitive())]);
-            out(&packed_len(name.len()));
-            out(&packed_len(value.len()));
-            out(name);
-            out(value.as_bytes());
+            out.put(&[u8::from(value.is_sensitive())]);
+            out.put(&packed_len(name.len()));
+            out.put(&packed_len(value.len()));
+            out.put(name);
+            out.put(value.as_bytes());
         }
-        out(body);
+        out.put(body);
     });
     (buffer.slice(..head_len), buffer.slice(head_len..))
 }
@@ -195,43 +196,61 @@ fn unpacked_len(bytes: &[u8]) -> usize {
     u32::from_le_bytes(bytes) as usize
 }
 
-/// `len` bytes written by `fill` (through the `out` it is given), as one
-/// shareable buffer. A small one (most responses) is a single allocation
-/// holding its reference count and its bytes; a `Vec` turned into `Bytes`
-/// would take a second one, for its count, on the first slice.
-fn one_buffer(len: usize, fill: impl FnOnce(&mut dyn FnMut(&[u8]))) -> Bytes {
-    macro_rules! by_size {
-        ($($size:literal)*) => {
-            $(if len <= $size {
-                return inline_buffer::<$size>(len, fill);
-            })*
-        };
-    }
-    by_size!(32 48 64 80 96 112 128 160 192 224 256 384 512 768 1024);
-    let mut copy = BytesMut::with_capacity(len);
-    fill(&mut |part| copy.extend_from_slice(part));
-    copy.freeze()
+/// Packed responses up to this size share [`PACKING`]'s chunks; larger
+/// ones get a buffer of their own.
+const SHARED_UP_TO: usize = 1024;
+/// The size of a shared chunk: a response kept long after the others
+/// pins at most this much (raw reqwest pins a connection's whole read
+/// buffer, 8 KiB or more, per kept body).
+const CHUNK: usize = 4 * 1024;
+
+thread_local! {
+    /// The rest of the chunk this thread packs small responses into, one
+    /// after another. A response holds a share of its chunk instead of an
+    /// allocation of its own: a batch keeps every response until it ends,
+    /// and an allocation kept that long costs several times one that is
+    /// freed and reused soon.
+    static PACKING: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
-fn inline_buffer<const N: usize>(len: usize, fill: impl FnOnce(&mut dyn FnMut(&[u8]))) -> Bytes {
-    /// At most `N` bytes, the first `len` of them written.
-    struct Inline<const N: usize> {
-        len: usize,
-        bytes: [u8; N],
+/// `len` bytes written by `fill`, as one shareable buffer: a share of this
+/// thread's current chunk when small, otherwise a buffer of its own.
+fn one_buffer(len: usize, fill: impl FnOnce(&mut Writer<'_>)) -> Bytes {
+    if len > SHARED_UP_TO {
+        let mut own = BytesMut::with_capacity(len);
+        Writer::fill(&mut own, len, fill);
+        return own.freeze();
     }
-    impl<const N: usize> AsRef<[u8]> for Inline<N> {
-        fn as_ref(&self) -> &[u8] {
-            &self.bytes[..self.len]
+    PACKING.with_borrow_mut(|chunk| {
+        if chunk.capacity() < len {
+            // The old chunk lives on in the responses that share it.
+            *chunk = BytesMut::with_capacity(CHUNK);
         }
+        Writer::fill(chunk, len, fill);
+        chunk.split().freeze()
+    })
+}
+
+/// Appends parts to a buffer with room for them; a concrete type, so that
+/// the fixed-size parts become plain stores.
+struct Writer<'a> {
+    out: &'a mut BytesMut,
+}
+
+impl<'a> Writer<'a> {
+    /// Runs `fill` over the empty `out`, which has room for `len` bytes:
+    /// exactly what `fill` writes.
+    fn fill(out: &'a mut BytesMut, len: usize, fill: impl FnOnce(&mut Writer<'a>)) {
+        debug_assert!(out.is_empty() && out.capacity() >= len);
+        let mut writer = Writer { out };
+        fill(&mut writer);
+        debug_assert_eq!(writer.out.len(), len, "the buffer was measured wrong");
     }
-    let mut inline = Inline { len, bytes: [0; N] };
-    let mut at = 0;
-    fill(&mut |part| {
-        inline.bytes[at..at + part.len()].copy_from_slice(part);
-        at += part.len();
-    });
-    debug_assert_eq!(at, len);
-    Bytes::from_owner(inline)
+
+    #[inline]
+    fn put(&mut self, part: &[u8]) {
+        self.out.extend_from_slice(part);
+    }
 }
 
 #[cfg(test)]
@@ -240,22 +259,29 @@ mod tests {
 
     #[test]
     fn buffers_hold_exactly_what_was_written_at_every_size() {
-        // Across each size class's edges and past the largest (a `Vec`).
-        for len in (0..=1100).chain([4096, 100_000]) {
-            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        // Every length up to past the shared size, then large ones; all
+        // kept, so later buffers are written into the chunks that earlier
+        // ones share, and chunks roll over many times.
+        let lengths: Vec<usize> = (0..=SHARED_UP_TO + 100).chain([CHUNK, 100_000]).collect();
+        let content =
+            |len: usize| -> Vec<u8> { (0..len).map(|i| ((i + len) % 251) as u8).collect() };
+        let mut kept = Vec::new();
+        for &len in &lengths {
+            let data = content(len);
             let (head, tail) = data.split_at(len / 3);
             let buffer = one_buffer(len, |out| {
-                out(head);
-                out(&[]);
-                out(tail);
+                out.put(head);
+                out.put(&[]);
+                out.put(tail);
             });
             assert_eq!(&buffer[..], &data[..], "length {len}");
-            let slice = buffer.slice(len / 2..);
-            drop(buffer);
+            kept.push(buffer.slice(len / 2..));
+        }
+        for (len, slice) in lengths.into_iter().zip(kept) {
             assert_eq!(
                 &slice[..],
-                &data[len / 2..],
-                "a slice outlives its buffer, length {len}"
+                &content(len)[len / 2..],
+                "a slice of length {len}, after every later buffer was written"
             );
         }
     }
