@@ -28,6 +28,7 @@
 //!             ArmEvent::Before(..) => None,                 // arms not given
 //!             ..
 //!         })
+//!         // (without any arm: `without_arms(requests, slots)`)
 //!     }
 //! }
 //! ```
@@ -46,10 +47,17 @@ pub fn expand(batch: &Batch, errors: Option<syn::Error>) -> TokenStream {
     let requests = requests(batch);
     let key_enum = key_enum(batch);
     let slots = slots(batch);
-    let dispatch = dispatch(batch);
     let rt = &batch.runtime;
     let requests_local = Ident::new("requests", Span::mixed_site());
     let slots_local = Ident::new("slots", Span::mixed_site());
+    // Without arms, the batch takes the engine's arm-free path (as a
+    // `Batch::new` batch does) instead of a closure that answers every event.
+    let batch_of = if batch.arms.is_empty() {
+        quote!(#rt::__private::without_arms(#requests_local, #slots_local))
+    } else {
+        let dispatch = dispatch(batch);
+        quote!(#rt::__private::with_arms(#requests_local, #slots_local, #dispatch))
+    };
     quote! {
         {
             #errors
@@ -58,7 +66,7 @@ pub fn expand(batch: &Batch, errors: Option<syn::Error>) -> TokenStream {
             {
                 #key_enum
                 let #slots_local = #slots;
-                #rt::__private::with_arms(#requests_local, #slots_local, #dispatch)
+                #batch_of
             }
         }
     }

@@ -125,8 +125,8 @@ fn mistakes_are_reported_together_and_the_rest_still_expands() {
     // The valid part is still expanded: one key, no arm.
     assert!(output.contains("enum Key { A , }"), "{output}");
     assert!(
-        output.contains("ArmEvent :: Catch (..) => :: core :: option :: Option :: None"),
-        "the invalid `catch` is dropped: {output}"
+        output.contains("without_arms") && !output.contains("with_arms"),
+        "the invalid arms are dropped, so the batch has none: {output}"
     );
 }
 

@@ -136,6 +136,12 @@ where
     Batch::from_parts(requests, slots, arms)
 }
 
+/// The batch `batch!` returns when no arm is written: no arm closure to
+/// call for each event, as for a [`Batch::new`](crate::Batch::new) batch.
+pub fn without_arms<S: Slots>(requests: Vec<Request>, slots: S) -> Batch<S> {
+    Batch::from_parts(requests, slots, crate::arms::ArmSet::default())
+}
+
 /// The future of an async arm, boxed for [`SharedArms`].
 pub fn async_arm<'env, F>(future: F) -> ArmFuture<'env>
 where
