@@ -132,26 +132,44 @@ const HEADER_FIXED: usize = 1 + 4 + 4;
 /// `[sensitive: u8][name length: u32][value length: u32][name][value]`,
 /// lengths little-endian.
 pub(crate) fn pack(url: &str, headers: &HeaderMap, body: &[u8]) -> (Bytes, Bytes) {
-    let head_len: usize = URL_FIXED
-        + url.len()
-        + headers
-            .iter()
-            .map(|(name, value)| HEADER_FIXED + name.as_str().len() + value.len())
-            .sum::<usize>();
-    let buffer = one_buffer(head_len + body.len(), |out| {
-        out.put(&packed_len(url.len()));
-        out.put(url.as_bytes());
-        for (name, value) in headers {
-            let name = name.as_str().as_bytes();
-            out.put(&[u8::from(value.is_sensitive())]);
-            out.put(&packed_len(name.len()));
-            out.put(&packed_len(value.len()));
-            out.put(name);
-            out.put(value.as_bytes());
-        }
-        out.put(body);
-    });
+    // Room for the URL, the body and a typical head; more is reserved as
+    // it is written.
+    let guess = URL_FIXED + url.len() + headers.len() * (HEADER_FIXED + 32) + body.len();
+    let (buffer, head_len) = if body.len() > SHARED_UP_TO || headers.len() > SHARED_HEADERS {
+        let mut own = BytesMut::with_capacity(guess);
+        let head_len = pack_into(&mut own, url, headers, body);
+        (own.freeze(), head_len)
+    } else {
+        PACKING.with_borrow_mut(|chunk| {
+            // Reuses the chunk from its start once every response that
+            // shared it is gone; otherwise, if this does not fit, starts a
+            // new one (the old one lives on in the responses sharing it).
+            chunk.reserve(guess);
+            let head_len = pack_into(chunk, url, headers, body);
+            (chunk.split().freeze(), head_len)
+        })
+    };
     (buffer.slice(..head_len), buffer.slice(head_len..))
+}
+
+/// Appends the packed URL and headers, then the body; returns where the
+/// body starts.
+fn pack_into(out: &mut BytesMut, url: &str, headers: &HeaderMap, body: &[u8]) -> usize {
+    out.extend_from_slice(&packed_len(url.len()));
+    out.extend_from_slice(url.as_bytes());
+    for (name, value) in headers {
+        let name = name.as_str().as_bytes();
+        let mut fixed = [0; HEADER_FIXED];
+        fixed[0] = u8::from(value.is_sensitive());
+        fixed[1..5].copy_from_slice(&packed_len(name.len()));
+        fixed[5..].copy_from_slice(&packed_len(value.len()));
+        out.extend_from_slice(&fixed);
+        out.extend_from_slice(name);
+        out.extend_from_slice(value.as_bytes());
+    }
+    let head_len = out.len();
+    out.extend_from_slice(body);
+    head_len
 }
 
 /// The URL [`pack`] packed.
@@ -196,12 +214,14 @@ fn unpacked_len(bytes: &[u8]) -> usize {
     u32::from_le_bytes(bytes) as usize
 }
 
-/// Packed responses up to this size share [`PACKING`]'s chunks; larger
-/// ones get a buffer of their own.
+/// Responses whose body is at most this long, with at most
+/// `SHARED_HEADERS` header values, share [`PACKING`]'s chunks; others get
+/// a buffer of their own.
 const SHARED_UP_TO: usize = 1024;
+const SHARED_HEADERS: usize = 32;
 /// The size of a shared chunk: a response kept long after the others
-/// pins at most this much (raw reqwest pins a connection's whole read
-/// buffer, 8 KiB or more, per kept body).
+/// pins at most about this much (raw reqwest pins a connection's whole
+/// read buffer, 8 KiB or more, per kept body).
 const CHUNK: usize = 4 * 1024;
 
 thread_local! {
@@ -210,47 +230,7 @@ thread_local! {
     /// allocation of its own: a batch keeps every response until it ends,
     /// and an allocation kept that long costs several times one that is
     /// freed and reused soon.
-    static PACKING: RefCell<BytesMut> = RefCell::new(BytesMut::new());
-}
-
-/// `len` bytes written by `fill`, as one shareable buffer: a share of this
-/// thread's current chunk when small, otherwise a buffer of its own.
-fn one_buffer(len: usize, fill: impl FnOnce(&mut Writer<'_>)) -> Bytes {
-    if len > SHARED_UP_TO {
-        let mut own = BytesMut::with_capacity(len);
-        Writer::fill(&mut own, len, fill);
-        return own.freeze();
-    }
-    PACKING.with_borrow_mut(|chunk| {
-        if chunk.capacity() < len {
-            // The old chunk lives on in the responses that share it.
-            *chunk = BytesMut::with_capacity(CHUNK);
-        }
-        Writer::fill(chunk, len, fill);
-        chunk.split().freeze()
-    })
-}
-
-/// Appends parts to a buffer with room for them; a concrete type, so that
-/// the fixed-size parts become plain stores.
-struct Writer<'a> {
-    out: &'a mut BytesMut,
-}
-
-impl<'a> Writer<'a> {
-    /// Runs `fill` over the empty `out`, which has room for `len` bytes:
-    /// exactly what `fill` writes.
-    fn fill(out: &'a mut BytesMut, len: usize, fill: impl FnOnce(&mut Writer<'a>)) {
-        debug_assert!(out.is_empty() && out.capacity() >= len);
-        let mut writer = Writer { out };
-        fill(&mut writer);
-        debug_assert_eq!(writer.out.len(), len, "the buffer was measured wrong");
-    }
-
-    #[inline]
-    fn put(&mut self, part: &[u8]) {
-        self.out.extend_from_slice(part);
-    }
+    static PACKING: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(CHUNK));
 }
 
 #[cfg(test)]
@@ -258,32 +238,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buffers_hold_exactly_what_was_written_at_every_size() {
-        // Every length up to past the shared size, then large ones; all
-        // kept, so later buffers are written into the chunks that earlier
-        // ones share, and chunks roll over many times.
+    fn packed_responses_hold_exactly_what_was_written_at_every_size() {
+        // Bodies of every length up to past the shared size, then large
+        // ones; all kept, so later responses are written into the chunks
+        // that earlier ones share, and chunks roll over many times.
         let lengths: Vec<usize> = (0..=SHARED_UP_TO + 100).chain([CHUNK, 100_000]).collect();
         let content =
             |len: usize| -> Vec<u8> { (0..len).map(|i| ((i + len) % 251) as u8).collect() };
+        let mut headers = HeaderMap::new();
+        headers.insert("x-n", HeaderValue::from_static("value"));
         let mut kept = Vec::new();
         for &len in &lengths {
-            let data = content(len);
-            let (head, tail) = data.split_at(len / 3);
-            let buffer = one_buffer(len, |out| {
-                out.put(head);
-                out.put(&[]);
-                out.put(tail);
-            });
-            assert_eq!(&buffer[..], &data[..], "length {len}");
-            kept.push(buffer.slice(len / 2..));
+            let url = format!("http://x.test/{len}");
+            let (packed, body) = pack(&url, &headers, &content(len));
+            kept.push((len, Response::from_packed(StatusCode::OK, packed, body)));
         }
-        for (len, slice) in lengths.into_iter().zip(kept) {
+        for (len, response) in kept {
             assert_eq!(
-                &slice[..],
-                &content(len)[len / 2..],
-                "a slice of length {len}, after every later buffer was written"
+                &response.bytes()[..],
+                &content(len)[..],
+                "body of length {len}"
             );
+            assert_eq!(response.url().as_str(), format!("http://x.test/{len}"));
+            assert_eq!(response.headers(), &headers);
         }
+    }
+
+    #[test]
+    fn a_chunk_is_reused_once_its_responses_are_gone() {
+        // Each response is dropped before the next is packed: when the
+        // chunk is full, it starts again from its start, not in a new one.
+        let body = [7; 100];
+        let (packed, _) = pack("http://x.test/", &HeaderMap::new(), &body);
+        let start = packed.as_ptr();
+        drop(packed);
+        let wrapped = (0..2 * CHUNK / body.len()).any(|_| {
+            let (packed, copy) = pack("http://x.test/", &HeaderMap::new(), &body);
+            assert_eq!(&copy[..], &body[..]);
+            packed.as_ptr() == start
+        });
+        assert!(wrapped, "the chunk was never reused from its start");
     }
 
     #[test]
