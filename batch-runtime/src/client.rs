@@ -326,12 +326,12 @@ impl Client {
         let retry = request.retry_policy();
         // The span, its timing and its fields only when a subscriber
         // listens: otherwise the attempts run as they are.
-        if span.is_disabled() {
-            self.attempts(&prepared, retry).await.0
+        let result = if span.is_disabled() {
+            self.attempts(prepared, retry).await.0
         } else {
             let started = Instant::now();
             let (result, attempts) = self
-                .attempts(&prepared, retry)
+                .attempts(prepared, retry)
                 .instrument(span.clone())
                 .await;
             span.record("attempt", attempts);
@@ -344,22 +344,35 @@ impl Client {
                 },
             };
             result
-        }
+        };
+        result.map_err(|err| {
+            // The URL went to the transport: resolved again, for the message
+            // (only a failure pays for it).
+            let url = self.prepare(request).map_or_else(
+                |_| redact::url_str(&request.target),
+                |p| redact::url(&p.url),
+            );
+            err.with_request(&request.method, &url)
+        })
     }
 
     /// Attempts until one is not retried; returns its result and how many
-    /// attempts it took.
+    /// attempts it took. Only a request that may be retried keeps a copy of
+    /// what it sends; otherwise its one attempt takes it.
     async fn attempts(
         &self,
-        prepared: &Prepared,
+        prepared: Prepared,
         retry: Option<&crate::retry::Retry>,
     ) -> (Result<Response, Error>, u32) {
+        let Some(retry) = retry else {
+            return (self.attempt(prepared).await, 1);
+        };
         let mut attempt = 1u32;
         loop {
-            let result = self.attempt(prepared).await;
-            let wait = match (&result, retry) {
-                (Err(err), Some(retry)) => retry.next_wait(attempt, &prepared.method, err),
-                _ => None,
+            let result = self.attempt(prepared.clone()).await;
+            let wait = match &result {
+                Err(err) => retry.next_wait(attempt, &prepared.method, err),
+                Ok(_) => None,
             };
             let Some(wait) = wait else {
                 return (result, attempt);
@@ -373,19 +386,16 @@ impl Client {
     }
 
     /// One attempt: send, read the body within the limit, check the status.
-    async fn attempt(&self, prepared: &Prepared) -> Result<Response, Error> {
+    async fn attempt(&self, prepared: Prepared) -> Result<Response, Error> {
         let response = match &self.inner.transport {
             Transport::Http(client) => self.attempt_http(client, prepared).await,
             // Boxed: the fake's future is nearly twice the HTTP one, and
             // inline it would size (and make every move copy) every
             // request's future, fake or not.
             Transport::Fake(fake) => Box::pin(fake.respond(prepared, self.inner.body_limit)).await,
-        };
-        let response =
-            response.map_err(|e| e.with_request(&prepared.method, &redact::url(&prepared.url)))?;
+        }?;
         if response.status().as_u16() >= 400 {
-            return Err(Error::status_error(response)
-                .with_request(&prepared.method, &redact::url(&prepared.url)));
+            return Err(Error::status_error(response));
         }
         Ok(response)
     }
@@ -393,19 +403,20 @@ impl Client {
     async fn attempt_http(
         &self,
         client: &reqwest::Client,
-        prepared: &Prepared,
+        prepared: Prepared,
     ) -> Result<Response, Error> {
-        let mut builder = client.request(prepared.method.clone(), prepared.url.clone());
+        let timeout = prepared.timeout;
+        let mut builder = client.request(prepared.method, prepared.url);
         if !prepared.headers.is_empty() {
-            builder = builder.headers(prepared.headers.clone());
+            builder = builder.headers(prepared.headers);
         }
         if prepared.own_timeout {
-            builder = builder.timeout(prepared.timeout);
+            builder = builder.timeout(timeout);
         }
-        if let Some(body) = &prepared.body {
-            builder = builder.body(body.clone());
+        if let Some(body) = prepared.body {
+            builder = builder.body(body);
         }
-        let to_error = |e| Error::from_reqwest(e, prepared.timeout);
+        let to_error = |e| Error::from_reqwest(e, timeout);
         let mut response = builder.send().await.map_err(to_error)?;
         let limit = self.inner.body_limit;
         if response

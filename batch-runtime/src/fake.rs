@@ -506,17 +506,24 @@ impl Fake {
     /// Records the request, finds the rule, and plays its reply.
     pub(crate) async fn respond(
         &self,
-        prepared: &Prepared,
+        prepared: Prepared,
         body_limit: usize,
     ) -> Result<Response, Error> {
+        let Prepared {
+            method,
+            mut url,
+            headers,
+            body,
+            timeout,
+            ..
+        } = prepared;
         // A fragment never goes over the wire: the fake sees what a server would.
-        let mut url = prepared.url.clone();
         url.set_fragment(None);
         let recorded = RecordedRequest {
-            method: prepared.method.clone(),
+            method,
             url,
-            headers: prepared.headers.clone(),
-            body: prepared.body.clone().unwrap_or_default(),
+            headers,
+            body: body.unwrap_or_default(),
         };
         lock(&self.inner.sent).push(recorded.clone());
         let reply = self.reply_for(&recorded)?;
@@ -533,8 +540,8 @@ impl Fake {
                 None => Ok(()),
             }
         };
-        match tokio::time::timeout(prepared.timeout, play).await {
-            Err(_) => return Err(Error::timeout(Some(prepared.timeout))),
+        match tokio::time::timeout(timeout, play).await {
+            Err(_) => return Err(Error::timeout(Some(timeout))),
             Ok(result) => result?,
         }
         if reply.body.len() > body_limit {

@@ -331,7 +331,9 @@ impl fmt::Debug for Request {
 }
 
 /// A request resolved against the client: absolute URL, merged headers.
-/// What a transport (reqwest or the fake) sends.
+/// What a transport (reqwest or the fake) sends; cloned only for a request
+/// that may be retried.
+#[derive(Clone)]
 pub(crate) struct Prepared {
     pub(crate) method: Method,
     pub(crate) url: Url,
