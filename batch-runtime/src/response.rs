@@ -23,11 +23,10 @@ use crate::redact;
 #[derive(Clone)]
 pub struct Response {
     status: StatusCode,
-    /// The final URL's serialization and the headers, packed (see [`pack`]).
-    /// Most batches read neither: they are parsed the first time they are
-    /// asked for, so a response kept until its batch ends holds one
-    /// allocation of its own (this buffer, which holds the body too)
-    /// instead of a `Url` and a `HeaderMap` beside it.
+    /// The final URL's serialization and the headers, packed (see [`pack`])
+    /// beside the body. Most batches read neither: they are parsed the first
+    /// time they are asked for, so a response kept until its batch ends
+    /// holds no `Url` or `HeaderMap` of its own, only this share of a buffer.
     packed: Bytes,
     body: Bytes,
     /// What was parsed from `packed`, made on the first read; clones made
@@ -127,8 +126,9 @@ const URL_FIXED: usize = 4;
 const HEADER_FIXED: usize = 1 + 4 + 4;
 
 /// Copies `url`, `headers` (every value, in order, with its sensitive flag)
-/// and `body` into one buffer of their own; returns the packed URL and
-/// headers, for [`Response::from_packed`], and the body's copy.
+/// and `body` one after another into a buffer (this thread's [`PACKING`]
+/// chunk when small); returns the packed URL and headers, for
+/// [`Response::from_packed`], and the body's copy.
 ///
 /// hyper parses header values and a body that arrives in one chunk as
 /// slices of the connection's read buffer. Kept as they are (a batch keeps
@@ -141,19 +141,27 @@ pub(crate) fn pack(url: &str, headers: &HeaderMap, body: &[u8]) -> (Bytes, Bytes
     // Room for the URL, the body and a typical head; more is reserved as
     // it is written.
     let guess = URL_FIXED + url.len() + headers.len() * (HEADER_FIXED + 32) + body.len();
-    let (buffer, head_len) = if body.len() > SHARED_UP_TO || headers.len() > SHARED_HEADERS {
-        let mut own = BytesMut::with_capacity(guess);
-        let head_len = pack_into(&mut own, url, headers, body);
-        (own.freeze(), head_len)
-    } else {
-        PACKING.with_borrow_mut(|chunk| {
+    let small = body.len() <= SHARED_UP_TO && headers.len() <= SHARED_HEADERS;
+    let shared = small.then(|| {
+        // `try_with`: a thread tearing down its thread-locals packs into a
+        // buffer of its own instead.
+        PACKING.try_with(|chunk| {
+            let mut chunk = chunk.borrow_mut();
             // Reuses the chunk from its start once every response that
             // shared it is gone; otherwise, if this does not fit, starts a
             // new one (the old one lives on in the responses sharing it).
             chunk.reserve(guess);
-            let head_len = pack_into(chunk, url, headers, body);
+            let head_len = pack_into(&mut chunk, url, headers, body);
             (chunk.split().freeze(), head_len)
         })
+    });
+    let (buffer, head_len) = match shared {
+        Some(Ok(packed)) => packed,
+        _ => {
+            let mut own = BytesMut::with_capacity(guess);
+            let head_len = pack_into(&mut own, url, headers, body);
+            (own.freeze(), head_len)
+        }
     };
     (buffer.slice(..head_len), buffer.slice(head_len..))
 }
