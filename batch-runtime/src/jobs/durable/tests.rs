@@ -1502,6 +1502,10 @@ async fn two_live_workers_given_one_name_run_side_by_side_without_taking_each_ot
     assert_eq!(ledger.sorted_runs(), vec![1, 2], "a job ran twice");
 }
 
+#[cfg_attr(
+    not(any(feature = "durable-postgres", feature = "durable-redis")),
+    allow(dead_code)
+)]
 async fn a_dispatch_to_a_server_that_stopped_answering_fails_within_the_documented_timeouts(
     db: TestStore,
 ) {
