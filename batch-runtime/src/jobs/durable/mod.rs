@@ -103,28 +103,41 @@ use super::job::Job;
 /// Runs an apalis worker named `$name` on `$storage`, polling every
 /// `$poll` when idle, each job through `$handler` with `$shared` as its
 /// data, until `$signal`; then returns once the jobs in flight are done.
-/// (A macro: the worker builder's bounds differ per store.)
+/// Marks `$started` once the run has registered in the store. (A macro:
+/// the worker builder's bounds differ per store.)
 macro_rules! run_apalis_worker {
-    ($storage:expr, $name:expr, $poll:expr, $shared:expr, $signal:expr, $handler:expr) => {{
+    ($storage:expr, $name:expr, $poll:expr, $shared:expr, $started:expr, $signal:expr, $handler:expr) => {{
         let signal = $signal;
-        apalis_core::worker::builder::WorkerBuilder::new($name)
+        let started: $crate::jobs::durable::reconnect::RunStarted = $started;
+        let builder = apalis_core::worker::builder::WorkerBuilder::new($name)
             .backend(apalis_core::backend::ext::BackendExt::poll_with_strategy(
                 $storage.clone(),
                 $crate::jobs::durable::poll::EveryInterval::new($poll),
             ))
-            .data($shared)
-            .build($handler)
-            .run_until(async move {
-                signal.await;
-                Ok::<(), std::io::Error>(())
-            })
-            .await
+            .data($shared);
+        apalis_core::worker::ext::event_listener::EventListenerExt::on_event(
+            builder,
+            move |_, event| {
+                // apalis reports a heartbeat once the run's registration
+                // is written, then at every beat; never before.
+                if matches!(event, apalis_core::worker::event::Event::HeartBeat) {
+                    started.mark();
+                }
+            },
+        )
+        .build($handler)
+        .run_until(async move {
+            signal.await;
+            Ok::<(), std::io::Error>(())
+        })
+        .await
     }};
 }
 
 mod poll;
 #[cfg(feature = "durable-postgres")]
 mod postgres;
+mod reconnect;
 #[cfg(feature = "durable-redis")]
 mod redis;
 #[cfg(feature = "durable-sqlite")]
@@ -133,6 +146,7 @@ mod sqlite;
 mod tests;
 mod worker;
 
+pub(crate) use reconnect::RunStarted;
 pub(crate) use worker::Shared;
 pub use worker::{DurableRegistry, DurableWorker, WorkerError};
 
@@ -226,18 +240,24 @@ pub(crate) trait StoreBackend: Clone + Send + Sync + 'static {
     /// Closes the connections: later pushes fail.
     fn close(&self) -> impl Future<Output = ()> + Send;
 
+    /// Whether [`close`](StoreBackend::close) was called on this store or
+    /// on a handle sharing its connections.
+    fn is_closed(&self) -> bool;
+
     /// The same store (its connections shared) on `queue`, with workers
     /// beating every `heartbeat`.
     fn configured(&self, queue: &str, heartbeat: Duration) -> Self;
 
     /// Runs an apalis worker named `name` on this queue, each stored job
     /// through [`worker::handle_stored`], until `signal`; then returns
-    /// once the jobs in flight are done.
+    /// once the jobs in flight are done. Marks `started` once the run has
+    /// registered in the store.
     fn run_worker<C: Send + Sync + 'static>(
         &self,
         name: String,
         poll_interval: Duration,
         shared: Arc<Shared<C>>,
+        started: RunStarted,
         signal: Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> impl Future<Output = Result<(), BoxDynError>> + Send;
 }
@@ -467,6 +487,13 @@ impl DurableStore {
         on_backend!(&self.inner.backend, b => b.close().await)
     }
 
+    /// Whether [`close`](DurableStore::close) was called on this handle or
+    /// one sharing its connections: its workers then stop instead of
+    /// reconnecting.
+    pub(crate) fn is_closed(&self) -> bool {
+        on_backend!(&self.inner.backend, b => b.is_closed())
+    }
+
     /// Counts this queue's jobs by state, from the store itself (so they
     /// include jobs dispatched or run by other processes).
     pub async fn counts(&self) -> Result<StoreCounts, StoreError> {
@@ -512,15 +539,17 @@ impl DurableStore {
             })
     }
 
-    /// Runs a worker on this store's queue until `signal`.
+    /// Runs a worker on this store's queue until `signal`, marking
+    /// `started` once it has registered in the store.
     pub(crate) async fn run_worker<C: Send + Sync + 'static>(
         &self,
         name: String,
         shared: Arc<Shared<C>>,
+        started: RunStarted,
         signal: Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> Result<(), StoreError> {
         let poll = self.inner.poll_interval;
-        on_backend!(&self.inner.backend, b => b.run_worker(name, poll, shared, signal).await)
+        on_backend!(&self.inner.backend, b => b.run_worker(name, poll, shared, started, signal).await)
             .map_err(|e| self.error("running a worker", e))
     }
 }

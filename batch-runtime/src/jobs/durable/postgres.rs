@@ -61,12 +61,14 @@
 //!   the password) and the step; `failover` then runs the job on
 //!   `deferred`. A dispatch that timed out mid-query may still have been
 //!   committed (the error says so): the job may then run twice, once
-//!   stored and once deferred, as at-least-once allows. A worker whose
-//!   server refuses it stops with a [`WorkerError`](super::WorkerError);
-//!   its jobs are taken back by the next worker once its heartbeat is
-//!   missed. apalis' own worker queries are not bounded by us: a worker
-//!   whose connection goes silent mid-query waits for TCP to give up (its
-//!   jobs are taken back by other workers meanwhile).
+//!   stored and once deferred, as at-least-once allows. When the server
+//!   fails, a worker's run ends with an error and the worker starts a new
+//!   one, with backoff, until the server answers again
+//!   ([`DurableWorker::run_until`](super::DurableWorker::run_until)); the
+//!   jobs of the failed run are taken back once its heartbeat is missed.
+//!   apalis' own worker queries are not bounded by us: a worker whose
+//!   connection goes silent mid-query waits for TCP to give up (its jobs
+//!   are taken back by other workers meanwhile).
 //! - **`close`** closes the handle's connection pool (waiting for the
 //!   connections in use): later dispatches, counts and workers on it fail.
 //!   Handles made from it with [`DurableStore::queue`] or
@@ -84,8 +86,8 @@ use sqlx::postgres::PgPoolOptions;
 
 use super::worker::{handle_stored, Shared};
 use super::{
-    redacted_location, stored_task, Backend, DurableStore, Envelope, FailedJob, StoreBackend,
-    StoreCounts, StoreError, DEFAULT_HEARTBEAT, DEFAULT_QUEUE,
+    redacted_location, stored_task, Backend, DurableStore, Envelope, FailedJob, RunStarted,
+    StoreBackend, StoreCounts, StoreError, DEFAULT_HEARTBEAT, DEFAULT_QUEUE,
 };
 
 /// The longest a dispatch (or any other operation) waits for a
@@ -277,6 +279,10 @@ impl StoreBackend for PostgresBackend {
         self.pool().close().await;
     }
 
+    fn is_closed(&self) -> bool {
+        self.pool().is_closed()
+    }
+
     fn configured(&self, queue: &str, heartbeat: Duration) -> Self {
         PostgresBackend {
             storage: self
@@ -292,6 +298,7 @@ impl StoreBackend for PostgresBackend {
         name: String,
         poll_interval: Duration,
         shared: Arc<Shared<C>>,
+        started: RunStarted,
         signal: Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> Result<(), BoxDynError> {
         // apalis-postgres keys workers by name and, when a worker starts,
@@ -304,6 +311,7 @@ impl StoreBackend for PostgresBackend {
             name,
             poll_interval,
             shared,
+            started,
             signal,
             handle_stored::<C>
         )?;

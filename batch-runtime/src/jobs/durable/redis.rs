@@ -46,8 +46,8 @@ use apalis_redis::{Config, RedisStorage};
 
 use super::worker::{handle_stored, Shared};
 use super::{
-    redacted_location, stored_task, Backend, DurableStore, Envelope, FailedJob, StoreBackend,
-    StoreCounts, StoreError, DEFAULT_HEARTBEAT, DEFAULT_QUEUE,
+    redacted_location, stored_task, Backend, DurableStore, Envelope, FailedJob, RunStarted,
+    StoreBackend, StoreCounts, StoreError, DEFAULT_HEARTBEAT, DEFAULT_QUEUE,
 };
 
 /// How long connecting to the Redis server may take, at open and on
@@ -318,8 +318,9 @@ impl DurableStore {
     /// connection is refused) with an error naming the store and the
     /// step; on `failover` the job then runs deferred. The next command
     /// reconnects once the server is back. A worker whose heartbeat or
-    /// fetch fails stops with an error, as apalis' workers do: run
-    /// workers under a supervisor that restarts them.
+    /// fetch fails ends its run with an error, as apalis' workers do, and
+    /// starts a new one, with backoff, until the server is back (see
+    /// [`DurableWorker::run_until`](super::DurableWorker::run_until)).
     ///
     /// The handles of one `redis` call, and those made from them with
     /// `queue`, `heartbeat` or `poll_interval`, share one multiplexed
@@ -456,6 +457,10 @@ impl StoreBackend for RedisBackend {
         self.conn.closed.store(true, Ordering::SeqCst);
     }
 
+    fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
     fn configured(&self, queue: &str, heartbeat: Duration) -> Self {
         RedisBackend {
             storage: self
@@ -471,6 +476,7 @@ impl StoreBackend for RedisBackend {
         name: String,
         poll_interval: Duration,
         shared: Arc<Shared<C>>,
+        started: RunStarted,
         signal: Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> Result<(), BoxDynError> {
         // `name` is this run's own: `DurableWorker` adds a ULID to it.
@@ -479,6 +485,7 @@ impl StoreBackend for RedisBackend {
             name.clone(),
             poll_interval,
             shared,
+            started,
             signal,
             handle_once::<C>
         )?;

@@ -13,8 +13,8 @@ use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 
 use super::worker::{handle_stored, Shared};
 use super::{
-    stored_task, Backend, DurableStore, Envelope, FailedJob, StoreBackend, StoreCounts, StoreError,
-    DEFAULT_HEARTBEAT, DEFAULT_QUEUE,
+    stored_task, Backend, DurableStore, Envelope, FailedJob, RunStarted, StoreBackend, StoreCounts,
+    StoreError, DEFAULT_HEARTBEAT, DEFAULT_QUEUE,
 };
 
 #[derive(Clone)]
@@ -143,6 +143,10 @@ impl StoreBackend for SqliteBackend {
         self.storage.pool().close().await;
     }
 
+    fn is_closed(&self) -> bool {
+        self.storage.pool().is_closed()
+    }
+
     fn configured(&self, queue: &str, heartbeat: Duration) -> Self {
         SqliteBackend {
             storage: self
@@ -158,6 +162,7 @@ impl StoreBackend for SqliteBackend {
         name: String,
         poll_interval: Duration,
         shared: Arc<Shared<C>>,
+        started: RunStarted,
         signal: Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> Result<(), BoxDynError> {
         run_apalis_worker!(
@@ -165,6 +170,7 @@ impl StoreBackend for SqliteBackend {
             name,
             poll_interval,
             shared,
+            started,
             signal,
             handle_stored::<C>
         )?;

@@ -227,22 +227,16 @@ on_every_server!(
     failover_runs_the_job_deferred_when_the_store_server_goes_down,
     a_durable_dispatch_to_a_server_that_went_down_fails_naming_the_store_in_bounded_time,
     a_dispatch_to_a_server_that_stopped_answering_fails_within_the_documented_timeouts,
+    a_worker_keeps_running_through_a_store_outage_and_runs_jobs_once_the_store_is_back,
+    a_worker_told_to_give_up_after_a_bound_stops_with_an_error_naming_the_outage,
+    a_worker_stops_promptly_when_shut_down_during_an_outage,
+    a_worker_back_on_its_store_times_a_new_outage_from_its_own_first_failure,
 );
 
 /// The cases for PostgreSQL alone: how it maps our semantics onto
 /// apalis-postgres (see `postgres.rs`).
 #[cfg(feature = "durable-postgres")]
 mod postgres_only {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_worker_whose_server_goes_down_stops_with_an_error_naming_the_store() {
-        super::on(
-            super::Kind::Postgres,
-            "worker_server_down",
-            super::a_worker_whose_server_goes_down_stops_with_an_error_naming_the_store,
-        )
-        .await;
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_durable_dispatch_whose_insert_is_never_answered_fails_in_bounded_time() {
         super::on(
@@ -252,32 +246,6 @@ mod postgres_only {
         )
         .await;
     }
-}
-
-/// A worker's server goes down: the worker returns an error naming the
-/// store instead of idling as if there were no jobs.
-#[cfg_attr(not(feature = "durable-postgres"), allow(dead_code))]
-async fn a_worker_whose_server_goes_down_stops_with_an_error_naming_the_store(db: TestStore) {
-    let ledger = Ledger::new();
-    let (store, proxy) = db.open_through_proxy().await;
-    let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
-    jobs.dispatch(Deliver { order: 1 })
-        .on(Connection::Durable)
-        .await
-        .expect("the store takes the job");
-    let (_stop, task) = spawn_worker(&jobs, "stranded-worker");
-    ledger.wait_runs(1).await;
-    proxy.cut();
-    let error = timeout(LIMIT, task)
-        .await
-        .expect("the worker stops within the limit")
-        .expect("the worker task did not panic")
-        .expect_err("its store is gone");
-    let message = error.to_string();
-    assert!(
-        message.contains("stranded-worker") && message.contains(store.location()),
-        "{message}"
-    );
 }
 
 /// The connection is fine until the job's `INSERT` is sent, which never
@@ -382,15 +350,16 @@ enum Link {
 }
 
 /// A TCP proxy on loopback to the store's server, which the test takes
-/// down (`cut`) or silences (`freeze`).
+/// down (`cut`) or silences (`freeze`), and brings back (`restore`).
 #[cfg_attr(
     not(any(feature = "durable-postgres", feature = "durable-redis")),
     allow(dead_code)
 )]
 struct Proxy {
     addr: std::net::SocketAddr,
+    target: String,
     link: watch::Sender<Link>,
-    accept: tokio::task::JoinHandle<()>,
+    accept: Mutex<tokio::task::JoinHandle<()>>,
 }
 
 #[cfg_attr(
@@ -403,8 +372,24 @@ impl Proxy {
             .await
             .expect("bind the proxy");
         let addr = listener.local_addr().expect("the proxy's address");
-        let (link, link_rx) = watch::channel(Link::Forward);
-        let accept = tokio::spawn(async move {
+        let (link, _) = watch::channel(Link::Forward);
+        let accept = Proxy::serve(listener, target.clone(), &link);
+        Proxy {
+            addr,
+            target,
+            link,
+            accept: Mutex::new(accept),
+        }
+    }
+
+    /// Accepts connections on `listener` and handles each as `link` says.
+    fn serve(
+        listener: tokio::net::TcpListener,
+        target: String,
+        link: &watch::Sender<Link>,
+    ) -> tokio::task::JoinHandle<()> {
+        let link_rx = link.subscribe();
+        tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let target = target.clone();
                 let mut link_rx = link_rx.clone();
@@ -435,17 +420,35 @@ impl Proxy {
                     drop(inbound);
                 });
             }
-        });
-        Proxy { addr, link, accept }
+        })
     }
 
+    /// The server goes down: connections are closed, new ones refused.
     fn cut(&self) {
-        self.accept.abort();
+        self.accept.lock().expect("proxy lock").abort();
         self.link.send_replace(Link::Cut);
     }
 
     fn freeze(&self) {
         self.link.send_replace(Link::Frozen);
+    }
+
+    /// The server is back on the same address, after a `cut`.
+    async fn restore(&self) {
+        // The cut listener closes once its aborted task is dropped.
+        let listener = timeout(LIMIT, async {
+            loop {
+                match tokio::net::TcpListener::bind(self.addr).await {
+                    Ok(listener) => return listener,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        })
+        .await
+        .expect("the proxy binds its address again");
+        self.link.send_replace(Link::Forward);
+        let accept = Proxy::serve(listener, self.target.clone(), &self.link);
+        *self.accept.lock().expect("proxy lock") = accept;
     }
 }
 
@@ -676,6 +679,32 @@ impl Job for Gated {
     }
 }
 
+/// A worker for every job type of these tests.
+fn test_worker(jobs: &Jobs<Ledger>, name: &str) -> DurableWorker<Ledger> {
+    jobs.durable_worker(name, |r| {
+        r.register::<Deliver>()
+            .register::<Refund>()
+            .register::<Invoice>()
+            .register::<Gated>()
+            .register::<Slow>()
+    })
+    .expect("durable is configured")
+}
+
+/// Runs `worker` on a task of its own until the sender fires or drops.
+fn spawn(
+    worker: DurableWorker<Ledger>,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), WorkerError>>,
+) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+    (stop, task)
+}
+
 fn spawn_worker(
     jobs: &Jobs<Ledger>,
     name: &str,
@@ -683,20 +712,7 @@ fn spawn_worker(
     oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<(), WorkerError>>,
 ) {
-    let worker = jobs
-        .durable_worker(name, |r| {
-            r.register::<Deliver>()
-                .register::<Refund>()
-                .register::<Invoice>()
-                .register::<Gated>()
-                .register::<Slow>()
-        })
-        .expect("durable is configured");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
-    (stop, task)
+    spawn(test_worker(jobs, name))
 }
 
 async fn stop_worker(
@@ -1212,10 +1228,7 @@ async fn a_worker_whose_grace_runs_out_returns_counting_the_jobs_left_running(db
         .durable_worker("impatient-worker", |r| r.register::<Gated>())
         .expect("durable is configured")
         .grace(Duration::from_millis(200));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let (stop, task) = spawn(worker);
     ledger.wait_runs(1).await;
     let _ = stop.send(());
     let error = timeout(LIMIT, task)
@@ -1489,6 +1502,10 @@ async fn two_live_workers_given_one_name_run_side_by_side_without_taking_each_ot
     assert_eq!(ledger.sorted_runs(), vec![1, 2], "a job ran twice");
 }
 
+#[cfg_attr(
+    not(any(feature = "durable-postgres", feature = "durable-redis")),
+    allow(dead_code)
+)]
 async fn a_dispatch_to_a_server_that_stopped_answering_fails_within_the_documented_timeouts(
     db: TestStore,
 ) {
@@ -1578,5 +1595,196 @@ async fn closing_the_store_stops_its_workers_with_an_error_and_refuses_every_com
         (counts.done + counts.running, counts.pending),
         (1, 0),
         "{counts:?}"
+    );
+}
+
+// A store that fails under a worker: the worker reconnects, with backoff,
+// until it is shut down or its `give_up_after` runs out.
+
+/// Waits until `worker`'s runs failed on a store error `n` times in all.
+#[cfg_attr(
+    not(any(feature = "durable-postgres", feature = "durable-redis")),
+    allow(dead_code)
+)]
+async fn wait_store_failures(failures: &mut watch::Receiver<u32>, n: u32) {
+    timeout(LIMIT, failures.wait_for(|seen| *seen >= n))
+        .await
+        .unwrap_or_else(|_| panic!("the worker did not see {n} store failures within {LIMIT:?}"))
+        .expect("the worker's failure count lives as long as the worker");
+}
+
+/// Spawns `worker` and returns once it has run one job, recorded as done,
+/// so its run has started: with its count of store failures, its stop
+/// and its task.
+#[cfg_attr(
+    not(any(feature = "durable-postgres", feature = "durable-redis")),
+    allow(dead_code)
+)]
+async fn a_started_worker(
+    jobs: &Jobs<Ledger>,
+    ledger: &Ledger,
+    store: &DurableStore,
+    worker: DurableWorker<Ledger>,
+) -> (
+    watch::Receiver<u32>,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), WorkerError>>,
+) {
+    let failures = worker.store_failures();
+    let (stop, task) = spawn(worker);
+    jobs.dispatch(Deliver { order: 1 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    ledger.wait_runs(1).await;
+    // Recorded as done before the outage, so it never runs again.
+    wait_counts(store, |c| c.done == 1).await;
+    (failures, stop, task)
+}
+
+#[cfg_attr(
+    not(any(feature = "durable-postgres", feature = "durable-redis")),
+    allow(dead_code)
+)]
+async fn a_worker_keeps_running_through_a_store_outage_and_runs_jobs_once_the_store_is_back(
+    db: TestStore,
+) {
+    let ledger = Ledger::new();
+    let (store, proxy) = db.open_through_proxy().await;
+    let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+    let worker = test_worker(&jobs, "enduring-worker");
+    let (mut failures, stop, mut task) = a_started_worker(&jobs, &ledger, &store, worker).await;
+
+    proxy.cut();
+    wait_store_failures(&mut failures, 1).await;
+    assert!(
+        timeout(Duration::from_secs(3), &mut task).await.is_err(),
+        "the worker stopped during the outage"
+    );
+
+    proxy.restore().await;
+    // Another process stores a job, straight on the server.
+    let other = Jobs::builder(Ledger::new())
+        .durable(db.open().await)
+        .build();
+    other
+        .dispatch(Deliver { order: 2 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    ledger.wait_runs(2).await;
+    stop_worker(stop, task).await;
+    assert_eq!(ledger.sorted_runs(), vec![1, 2]);
+}
+
+#[cfg_attr(
+    not(any(feature = "durable-postgres", feature = "durable-redis")),
+    allow(dead_code)
+)]
+async fn a_worker_told_to_give_up_after_a_bound_stops_with_an_error_naming_the_outage(
+    db: TestStore,
+) {
+    let ledger = Ledger::new();
+    let (store, proxy) = db.open_through_proxy().await;
+    let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+    let worker = test_worker(&jobs, "giving-up-worker").give_up_after(Duration::from_secs(1));
+    let (failures, _stop, task) = a_started_worker(&jobs, &ledger, &store, worker).await;
+
+    proxy.cut();
+    let cut_at = std::time::Instant::now();
+    let error = timeout(LIMIT, task)
+        .await
+        .expect("the worker gives up within the limit")
+        .expect("the worker task did not panic")
+        .expect_err("its store failed for longer than its bound");
+    let message = error.to_string();
+    assert!(
+        message.contains("giving-up-worker")
+            && message.contains(store.location())
+            && message.contains("the store has been failing for ")
+            && message.contains("(give_up_after is 1s); last error: durable job store `")
+            && message.contains("running a worker failed"),
+        "{message}"
+    );
+    assert_eq!(error.abandoned(), 0);
+    // It tried again before giving up, at the bound.
+    assert!(*failures.borrow() >= 2, "{} failures", *failures.borrow());
+    assert!(cut_at.elapsed() >= Duration::from_secs(1));
+}
+
+#[cfg_attr(
+    not(any(feature = "durable-postgres", feature = "durable-redis")),
+    allow(dead_code)
+)]
+async fn a_worker_stops_promptly_when_shut_down_during_an_outage(db: TestStore) {
+    let ledger = Ledger::new();
+    let (store, proxy) = db.open_through_proxy().await;
+    let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+    let worker = test_worker(&jobs, "interrupted-worker");
+    let (mut failures, stop, task) = a_started_worker(&jobs, &ledger, &store, worker).await;
+
+    proxy.cut();
+    wait_store_failures(&mut failures, 1).await;
+    // Past the first wait: on PostgreSQL the next run is waiting for a
+    // connection, which takes up to 5 s to fail.
+    tokio::time::sleep(reconnect::FIRST_WAIT * 3).await;
+    let _ = stop.send(());
+    // Under PostgreSQL's 5 s wait for a connection: a run that has not
+    // reached the store is not waited for.
+    timeout(Duration::from_secs(3), task)
+        .await
+        .expect("the worker returns promptly once told to stop")
+        .expect("the worker task did not panic")
+        .expect("a worker shut down during an outage stops without an error");
+}
+
+/// A run that started ends the outage: the next failure starts a new one,
+/// timed from itself, not from the first failure of the previous outage.
+#[cfg_attr(
+    not(any(feature = "durable-postgres", feature = "durable-redis")),
+    allow(dead_code)
+)]
+async fn a_worker_back_on_its_store_times_a_new_outage_from_its_own_first_failure(db: TestStore) {
+    const BOUND: Duration = Duration::from_secs(3);
+    let ledger = Ledger::new();
+    let (store, proxy) = db.open_through_proxy().await;
+    let jobs = Jobs::builder(ledger.clone()).durable(store.clone()).build();
+    let worker = test_worker(&jobs, "resilient-worker").give_up_after(BOUND);
+    let (mut failures, _stop, mut task) = a_started_worker(&jobs, &ledger, &store, worker).await;
+
+    // A first outage, much shorter than the bound.
+    proxy.cut();
+    wait_store_failures(&mut failures, 1).await;
+    proxy.restore().await;
+    let other = Jobs::builder(Ledger::new())
+        .durable(db.open().await)
+        .build();
+    other
+        .dispatch(Deliver { order: 2 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    // Only a run that registered in the store fetches jobs.
+    ledger.wait_runs(2).await;
+    tokio::time::sleep(BOUND).await;
+
+    // The first outage began more than the bound ago.
+    let seen = *failures.borrow();
+    proxy.cut();
+    wait_store_failures(&mut failures, seen + 1).await;
+    assert!(
+        timeout(BOUND / 3, &mut task).await.is_err(),
+        "the worker gave up at the first failure of a new outage"
+    );
+    let error = timeout(LIMIT, task)
+        .await
+        .expect("the worker gives up on the new outage within the limit")
+        .expect("the worker task did not panic")
+        .expect_err("its store failed for longer than its bound");
+    assert!(
+        error
+            .to_string()
+            .contains("the store has been failing for "),
+        "{error}"
     );
 }
