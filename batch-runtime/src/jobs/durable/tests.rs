@@ -1642,6 +1642,26 @@ async fn a_started_worker(
     (failures, stop, task)
 }
 
+/// Brings the store back, has another process store job 2 straight on the
+/// server, and waits until the worker ran it: only a run that registered
+/// in the store again fetches jobs.
+#[cfg_attr(
+    not(any(feature = "durable-postgres", feature = "durable-redis")),
+    allow(dead_code)
+)]
+async fn back_with_a_second_job(db: &TestStore, proxy: &Proxy, ledger: &Ledger) {
+    proxy.restore().await;
+    let other = Jobs::builder(Ledger::new())
+        .durable(db.open().await)
+        .build();
+    other
+        .dispatch(Deliver { order: 2 })
+        .on(Connection::Durable)
+        .await
+        .expect("the store takes the job");
+    ledger.wait_runs(2).await;
+}
+
 #[cfg_attr(
     not(any(feature = "durable-postgres", feature = "durable-redis")),
     allow(dead_code)
@@ -1662,17 +1682,7 @@ async fn a_worker_keeps_running_through_a_store_outage_and_runs_jobs_once_the_st
         "the worker stopped during the outage"
     );
 
-    proxy.restore().await;
-    // Another process stores a job, straight on the server.
-    let other = Jobs::builder(Ledger::new())
-        .durable(db.open().await)
-        .build();
-    other
-        .dispatch(Deliver { order: 2 })
-        .on(Connection::Durable)
-        .await
-        .expect("the store takes the job");
-    ledger.wait_runs(2).await;
+    back_with_a_second_job(&db, &proxy, &ledger).await;
     stop_worker(stop, task).await;
     assert_eq!(ledger.sorted_runs(), vec![1, 2]);
 }
@@ -1755,17 +1765,7 @@ async fn a_worker_back_on_its_store_times_a_new_outage_from_its_own_first_failur
     // A first outage, much shorter than the bound.
     proxy.cut();
     wait_store_failures(&mut failures, 1).await;
-    proxy.restore().await;
-    let other = Jobs::builder(Ledger::new())
-        .durable(db.open().await)
-        .build();
-    other
-        .dispatch(Deliver { order: 2 })
-        .on(Connection::Durable)
-        .await
-        .expect("the store takes the job");
-    // Only a run that registered in the store fetches jobs.
-    ledger.wait_runs(2).await;
+    back_with_a_second_job(&db, &proxy, &ledger).await;
     tokio::time::sleep(BOUND).await;
 
     // The first outage began more than the bound ago.
