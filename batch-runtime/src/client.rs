@@ -327,7 +327,12 @@ impl Client {
         // The span, its timing and its fields only when a subscriber
         // listens: otherwise the attempts run as they are.
         let result = if span.is_disabled() {
-            self.attempts(prepared, retry).await.0
+            // Most requests: one attempt, awaited here (each async layer
+            // copies its callee's future into place).
+            match retry {
+                None => self.attempt(prepared).await,
+                Some(_) => self.attempts(prepared, retry).await.0,
+            }
         } else {
             let started = Instant::now();
             let (result, attempts) = self
@@ -386,25 +391,19 @@ impl Client {
     }
 
     /// One attempt: send, read the body within the limit, check the status.
+    /// (The HTTP part is written here rather than in a function of its
+    /// own: each async layer copies its callee's future into place.)
     async fn attempt(&self, prepared: Prepared) -> Result<Response, Error> {
-        let response = match &self.inner.transport {
-            Transport::Http(client) => self.attempt_http(client, prepared).await,
+        let client = match &self.inner.transport {
+            Transport::Http(client) => client,
             // Boxed: the fake's future is nearly twice the HTTP one, and
             // inline it would size (and make every move copy) every
             // request's future, fake or not.
-            Transport::Fake(fake) => Box::pin(fake.respond(prepared, self.inner.body_limit)).await,
-        }?;
-        if response.status().as_u16() >= 400 {
-            return Err(Error::status_error(response));
-        }
-        Ok(response)
-    }
-
-    async fn attempt_http(
-        &self,
-        client: &reqwest::Client,
-        prepared: Prepared,
-    ) -> Result<Response, Error> {
+            Transport::Fake(fake) => {
+                let response = Box::pin(fake.respond(prepared, self.inner.body_limit)).await?;
+                return checked_status(response);
+            }
+        };
         let timeout = prepared.timeout;
         let mut builder = client.request(prepared.method, prepared.url);
         if !prepared.headers.is_empty() {
@@ -458,8 +457,16 @@ impl Client {
         } else {
             (pack(url, response.headers(), &[]).0, rest.freeze())
         };
-        Ok(Response::from_packed(status, packed, body))
+        checked_status(Response::from_packed(status, packed, body))
     }
+}
+
+/// A response with a status of 400 or more is the request's failure.
+fn checked_status(response: Response) -> Result<Response, Error> {
+    if response.status().as_u16() >= 400 {
+        return Err(Error::status_error(response));
+    }
+    Ok(response)
 }
 
 impl Default for Client {
