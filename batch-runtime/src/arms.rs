@@ -33,12 +33,16 @@ pub struct AsyncArm<F>(pub F);
 
 /// `before |b|`: once, before any request starts.
 pub trait BeforeArm {
+    /// Whether the arm was given: the engine calls only an arm that is there.
+    const PRESENT: bool = true;
     /// Runs the arm.
     fn call(&mut self, batch: &BatchState) -> impl Future<Output = ()> + Send;
 }
 
 /// `progress |b, key, response|`: once per success, in completion order.
 pub trait ProgressArm<K> {
+    /// Whether the arm was given: the engine calls only an arm that is there.
+    const PRESENT: bool = true;
     /// Runs the arm.
     fn call(
         &mut self,
@@ -50,6 +54,8 @@ pub trait ProgressArm<K> {
 
 /// `catch |b, key, error|`: once per failure, in completion order.
 pub trait CatchArm<K> {
+    /// Whether the arm was given: the engine calls only an arm that is there.
+    const PRESENT: bool = true;
     /// Runs the arm.
     fn call(
         &mut self,
@@ -69,6 +75,7 @@ pub trait ResultsArm<R> {
 }
 
 impl BeforeArm for NoArm {
+    const PRESENT: bool = false;
     fn call(&mut self, _: &BatchState) -> impl Future<Output = ()> + Send {
         ready(())
     }
@@ -92,6 +99,7 @@ where
 }
 
 impl<K> ProgressArm<K> for NoArm {
+    const PRESENT: bool = false;
     fn call(&mut self, _: &BatchState, _: K, _: &Response) -> impl Future<Output = ()> + Send {
         ready(())
     }
@@ -125,6 +133,7 @@ where
 }
 
 impl<K> CatchArm<K> for NoArm {
+    const PRESENT: bool = false;
     fn call(&mut self, _: &BatchState, _: K, _: &Error) -> impl Future<Output = ()> + Send {
         ready(())
     }
@@ -212,6 +221,15 @@ pub trait Arms<S: Slots> {
     /// Whether a `then` arm is set: without one, the engine does not
     /// build the success values it would be given.
     const THEN: bool = true;
+    /// Whether a `before`, `progress`, `catch` or `finally` arm is set:
+    /// the engine calls only the arms that are there.
+    const BEFORE: bool = true;
+    /// See [`Arms::BEFORE`].
+    const PROGRESS: bool = true;
+    /// See [`Arms::BEFORE`].
+    const CATCH: bool = true;
+    /// See [`Arms::BEFORE`].
+    const FINALLY: bool = true;
     /// `then`.
     fn then(&mut self, batch: &BatchState, ok: &S::AllOk) -> impl Future<Output = ()> + Send;
     /// `finally`.
@@ -228,6 +246,10 @@ where
     F: ResultsArm<S::All>,
 {
     const THEN: bool = T::PRESENT;
+    const BEFORE: bool = B::PRESENT;
+    const PROGRESS: bool = P::PRESENT;
+    const CATCH: bool = C::PRESENT;
+    const FINALLY: bool = F::PRESENT;
 
     fn before(&mut self, batch: &BatchState) -> impl Future<Output = ()> + Send {
         self.before.call(batch)

@@ -135,13 +135,15 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
     let mut inline_lanes = pin!(std::array::from_fn::<_, POLL_ALL_LANES, _>(|_| None));
     // `before` runs before any request starts: nothing is in flight yet.
     let mut in_flight: Option<InFlight<_, _>> = None;
-    drive(
-        || arms.before(&ledger.state),
-        &mut in_flight,
-        &mut ledger.ready,
-        &mut ledger.panic,
-    )
-    .await;
+    if A::BEFORE {
+        drive(
+            || arms.before(&ledger.state),
+            &mut in_flight,
+            &mut ledger.ready,
+            &mut ledger.panic,
+        )
+        .await;
+    }
 
     // The deadline lives in `InFlight`, so it is observed wherever the
     // requests are polled: here, and while an arm runs.
@@ -238,14 +240,16 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
     };
     // `finally` runs even after a panic in another arm.
     let mut finally_panic = None;
-    let (arms_ref, state_ref, all_ref) = (&mut *arms, &state, &all);
-    drive(
-        move || arms_ref.finally(state_ref, all_ref),
-        &mut in_flight,
-        &mut VecDeque::new(),
-        &mut finally_panic,
-    )
-    .await;
+    if A::FINALLY {
+        let (arms_ref, state_ref, all_ref) = (&mut *arms, &state, &all);
+        drive(
+            move || arms_ref.finally(state_ref, all_ref),
+            &mut in_flight,
+            &mut VecDeque::new(),
+            &mut finally_panic,
+        )
+        .await;
+    }
     if let Some(started) = started {
         span.record("failed", state.failed_requests());
         span.record("duration_ms", started.elapsed().as_millis() as u64);
@@ -315,7 +319,7 @@ where
     match decoded {
         Ok(seen) => {
             ledger.state.record_success();
-            if ledger.panic.is_none() {
+            if A::PROGRESS && ledger.panic.is_none() {
                 let response = match &seen {
                     Seen::Kept(response) => response,
                     Seen::Owned(response) => response,
@@ -329,7 +333,7 @@ where
         Err(err) => {
             let err = err.with_key(&key);
             ledger.state.record_failure();
-            if ledger.panic.is_none() {
+            if A::CATCH && ledger.panic.is_none() {
                 let (arms, state, err) = (&mut *arms, &ledger.state, &err);
                 let arm = move || arms.catch(state, key, err);
                 drive(arm, in_flight, &mut ledger.ready, &mut ledger.panic).await;
