@@ -326,29 +326,28 @@ impl Client {
         let retry = request.retry_policy();
         // The span, its timing and its fields only when a subscriber
         // listens: otherwise the attempts run as they are.
-        let result = if span.is_disabled() {
-            // Most requests: one attempt, awaited here (each async layer
-            // copies its callee's future into place).
-            match retry {
-                None => self.attempt(prepared).await,
-                Some(_) => self.attempts(prepared, retry).await.0,
+        // Most requests: one attempt, awaited here. The rest (retries, a
+        // span someone listens to) are boxed, so that they do not size
+        // every request's future (a lane of a batch holds one, and moving
+        // it in copies all of it).
+        let result = match (retry, span.is_disabled()) {
+            (None, true) => self.attempt(prepared).await,
+            (Some(_), true) => Box::pin(self.attempts(prepared, retry)).await.0,
+            (_, false) => {
+                let started = Instant::now();
+                let (result, attempts) =
+                    Box::pin(self.attempts(prepared, retry).instrument(span.clone())).await;
+                span.record("attempt", attempts);
+                span.record("duration_ms", started.elapsed().as_millis() as u64);
+                match &result {
+                    Ok(response) => span.record("status", response.status().as_u16()),
+                    Err(err) => match err.status() {
+                        Some(status) => span.record("status", status.as_u16()),
+                        None => span.record("status", tracing::field::display(err.kind_name())),
+                    },
+                };
+                result
             }
-        } else {
-            let started = Instant::now();
-            let (result, attempts) = self
-                .attempts(prepared, retry)
-                .instrument(span.clone())
-                .await;
-            span.record("attempt", attempts);
-            span.record("duration_ms", started.elapsed().as_millis() as u64);
-            match &result {
-                Ok(response) => span.record("status", response.status().as_u16()),
-                Err(err) => match err.status() {
-                    Some(status) => span.record("status", status.as_u16()),
-                    None => span.record("status", tracing::field::display(err.kind_name())),
-                },
-            };
-            result
         };
         result.map_err(|err| {
             // The URL went to the transport: resolved again, for the message
