@@ -152,18 +152,19 @@ pub(crate) fn pack(url: &str, headers: &HeaderMap, body: &[u8]) -> (Bytes, Bytes
             // new one (the old one lives on in the responses sharing it).
             chunk.reserve(guess);
             let head_len = pack_into(&mut chunk, url, headers, body);
-            (chunk.split().freeze(), head_len)
+            (chunk.split(), head_len)
         })
     });
-    let (buffer, head_len) = match shared {
+    let (mut packed, head_len) = match shared {
         Some(Ok(packed)) => packed,
         _ => {
             let mut own = BytesMut::with_capacity(guess);
             let head_len = pack_into(&mut own, url, headers, body);
-            (own.freeze(), head_len)
+            (own, head_len)
         }
     };
-    (buffer.slice(..head_len), buffer.slice(head_len..))
+    let body = packed.split_off(head_len);
+    (packed.freeze(), body.freeze())
 }
 
 /// Appends the packed URL and headers, then the body; returns where the
