@@ -86,6 +86,8 @@ pub struct DurableWorker<C> {
     shared: Arc<Shared<C>>,
     grace: Option<Duration>,
     give_up_after: Option<Duration>,
+    /// Counts the store failures ridden out, for the tests to wait on.
+    #[cfg(test)]
     store_failures: watch::Sender<u32>,
 }
 
@@ -145,6 +147,7 @@ impl<C: Send + Sync + 'static> DurableWorker<C> {
             }),
             grace: None,
             give_up_after: None,
+            #[cfg(test)]
             store_failures: watch::channel(0).0,
         }
     }
@@ -248,6 +251,7 @@ impl<C: Send + Sync + 'static> DurableWorker<C> {
                     Ok(())
                 };
             }
+            #[cfg(test)]
             self.store_failures.send_modify(|n| *n += 1);
             let wait = match outages.run_failed(started.get(), Instant::now()) {
                 Next::RetryIn(wait) => wait,
