@@ -145,34 +145,54 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
         .await;
     }
 
-    // The deadline lives in `InFlight`, so it is observed wherever the
-    // requests are polled: here, and while an arm runs.
-    in_flight = Some(InFlight::new(
-        total,
-        options.concurrency,
-        options.deadline,
-        inline_lanes.as_mut(),
-        |i| {
-            let key = keys
-                .as_ref()
-                .map(|keys| &keys[i] as &(dyn std::fmt::Display + Sync));
-            start(client, i, &requests[i], key)
-        },
-    ));
-    loop {
-        let completion = match ledger.ready.pop_front() {
-            Some(completion) => completion,
-            None => match in_flight.as_mut() {
-                Some(running) => match running.next().await {
-                    Some(completion) => completion,
+    let start_request = |i| {
+        let key = keys
+            .as_ref()
+            .map(|keys| &keys[i] as &(dyn std::fmt::Display + Sync));
+        start(client, i, &requests[i], key)
+    };
+    // No arm to call while the requests run, nothing that stops the batch
+    // early, and every request in flight at once: the requests are polled
+    // together, as `tokio::join!` does, and each result goes straight to
+    // its slot, without the lanes' bookkeeping or a queue.
+    if !A::PROGRESS
+        && !A::CATCH
+        && !may_stop_early
+        && total <= options.concurrency.min(POLL_ALL_LANES)
+    {
+        let mut lanes = Lanes::Inline(inline_lanes.as_mut(), total);
+        for i in 0..total {
+            lanes.lane(i).set(Some(start_request(i)));
+        }
+        join_lanes(&mut lanes, |completion| {
+            settle_without_arms(&mut ledger, &requests, completion);
+        })
+        .await;
+    } else {
+        // The deadline lives in `InFlight`, so it is observed wherever the
+        // requests are polled: here, and while an arm runs.
+        in_flight = Some(InFlight::new(
+            total,
+            options.concurrency,
+            options.deadline,
+            inline_lanes.as_mut(),
+            start_request,
+        ));
+        loop {
+            let completion = match ledger.ready.pop_front() {
+                Some(completion) => completion,
+                None => match in_flight.as_mut() {
+                    Some(running) => match running.next().await {
+                        Some(completion) => completion,
+                        None => break,
+                    },
                     None => break,
                 },
-                None => break,
-            },
-        };
-        let failed = settle(&mut ledger, arms, &mut in_flight, &requests, completion).await;
-        if failed && options.fail_fast {
-            break;
+            };
+            let failed = settle(&mut ledger, arms, &mut in_flight, &requests, completion).await;
+            if failed && options.fail_fast {
+                break;
+            }
         }
     }
     let deadline_passed = in_flight.as_ref().is_some_and(|running| running.expired);
@@ -294,25 +314,15 @@ where
         Err(err) => Err(err),
         Ok(Ok(kept)) => Ok(Seen::Kept(kept)),
         Ok(Err(response)) => {
-            let slots = &mut ledger.slots;
-            let decoded =
-                std::panic::catch_unwind(AssertUnwindSafe(|| slots.decode(index, &response)))
-                    .unwrap_or_else(|payload| {
-                        let err = Error::new(
-                            ErrorKind::Decode,
-                            format!(
-                                "decoding the body panicked: {} (the panic resumes from `send` after `finally`)",
-                                panic_message(&payload)
-                            ),
-                        );
-                        report_panic(&mut ledger.panic, "decoding a response", payload);
-                        Err(err)
-                    });
-            match decoded {
+            match decode(
+                &mut ledger.slots,
+                &mut ledger.panic,
+                requests,
+                index,
+                &response,
+            ) {
                 Ok(()) => Ok(Seen::Owned(response)),
-                Err(err) => {
-                    Err(err.with_request(&requests[index].method, &redact::url(response.url())))
-                }
+                Err(err) => Err(err),
             }
         }
     };
@@ -342,6 +352,65 @@ where
             true
         }
     }
+}
+
+/// Settles a completion when no arm is to be called for it: `settle`
+/// without `progress` and `catch`, and with nothing to wait for.
+fn settle_without_arms<S: Slots>(
+    ledger: &mut Ledger<S>,
+    requests: &[Request],
+    completion: Completion,
+) {
+    let Completion {
+        index,
+        result,
+        panic,
+    } = completion;
+    if let Some(payload) = panic {
+        report_panic(&mut ledger.panic, "the request's own code", payload);
+    }
+    let stored = result.and_then(|response| match ledger.slots.keep(index, response) {
+        Ok(_) => Ok(()),
+        Err(response) => decode(
+            &mut ledger.slots,
+            &mut ledger.panic,
+            requests,
+            index,
+            &response,
+        ),
+    });
+    match stored {
+        Ok(()) => ledger.state.record_success(),
+        Err(err) => {
+            ledger.state.record_failure();
+            let err = err.with_key(&ledger.slots.key(index));
+            ledger.slots.fail(index, err);
+        }
+    }
+}
+
+/// Decodes a success into its slot. A panic while decoding fails the
+/// request and is held like an arm's.
+fn decode<S: Slots>(
+    slots: &mut S,
+    panic: &mut Option<Panic>,
+    requests: &[Request],
+    index: usize,
+    response: &Response,
+) -> Result<(), Error> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| slots.decode(index, response)))
+        .unwrap_or_else(|payload| {
+            let err = Error::new(
+                ErrorKind::Decode,
+                format!(
+                    "decoding the body panicked: {} (the panic resumes from `send` after `finally`)",
+                    panic_message(&payload)
+                ),
+            );
+            report_panic(panic, "decoding a response", payload);
+            Err(err)
+        })
+        .map_err(|err| err.with_request(&requests[index].method, &redact::url(response.url())))
 }
 
 /// A success as the arms see it: kept in its slot, or decoded from it.
@@ -668,6 +737,28 @@ fn poll_lane<Fut: Future<Output = Completion>>(
         }
         Poll::Pending => None,
     }
+}
+
+/// Polls every lane on each wake until all are empty, handing each
+/// completion to `complete` as it arrives.
+async fn join_lanes<Fut: Future<Output = Completion>>(
+    lanes: &mut Lanes<'_, Fut>,
+    mut complete: impl FnMut(Completion),
+) {
+    let mut running = lanes.len();
+    poll_fn(|cx| {
+        for lane in 0..lanes.len() {
+            if let Some(completion) = poll_lane(lanes, &mut running, lane, cx) {
+                complete(completion);
+            }
+        }
+        if running == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
 }
 
 impl<F, Fut> InFlight<'_, F, Fut> {

@@ -60,13 +60,17 @@ impl<T: DeserializeOwned> Decoder for Json<T> {
 
 /// One request's result, filled once. No bound on `T`, so that a `batch!`
 /// entry whose `=> T` is not deserializable is one error, at `T`.
+///
+/// Not filled yet is `Err(None)`: the slot is then exactly as large as the
+/// `Result<T, Error>` it becomes, and a `Vec` of slots turns into a `Vec`
+/// of results in place.
 pub struct Slot<T> {
-    value: Option<Result<T, Error>>,
+    value: Result<T, Option<Error>>,
 }
 
 impl<T> Default for Slot<T> {
     fn default() -> Self {
-        Slot { value: None }
+        Slot { value: Err(None) }
     }
 }
 
@@ -78,13 +82,14 @@ impl<T> Slot<T> {
     ///
     /// `decoded`'s error.
     pub fn decode(&mut self, decoded: Result<T, Error>) -> Result<(), Error> {
-        self.value = Some(Ok(decoded?));
+        self.value = Ok(decoded?);
         Ok(())
     }
 
     /// Stores a value and lends it back.
     fn store(&mut self, value: T) -> &T {
-        match self.value.insert(Ok(value)) {
+        self.value = Ok(value);
+        match &self.value {
             Ok(value) => value,
             Err(_) => unreachable!("a slot just given a value holds it"),
         }
@@ -92,14 +97,15 @@ impl<T> Slot<T> {
 
     /// Records a failure.
     pub fn fail(&mut self, error: Error) {
-        self.value = Some(Err(error));
+        self.value = Err(Some(error));
     }
 
     /// The result; a slot the engine never filled (impossible unless the
     /// batch was torn down) reads as cancelled.
     pub fn into_result(self) -> Result<T, Error> {
-        self.value
-            .unwrap_or_else(|| Err(Error::cancelled("the request never completed")))
+        self.value.map_err(|error| {
+            error.unwrap_or_else(|| Error::cancelled("the request never completed"))
+        })
     }
 }
 
