@@ -244,23 +244,22 @@ impl Client {
             };
             url.set_query(Some(&query));
         }
-        let headers = if self.inner.headers.is_empty() && request.headers.is_empty() {
-            HeaderMap::new()
-        } else if self.inner.headers.is_empty() {
-            request.headers.clone()
-        } else if request.headers.is_empty() {
-            self.inner.headers.clone()
-        } else {
-            // A name the request sets replaces the default of that name;
-            // every value (the defaults' and the request's) is kept.
-            let mut merged = self.inner.headers.clone();
-            for name in request.headers.keys() {
-                merged.remove(name);
+        let headers = match request.own_headers() {
+            None if self.inner.headers.is_empty() => None,
+            None => Some(self.inner.headers.clone()),
+            Some(own) if self.inner.headers.is_empty() => Some(own.clone()),
+            Some(own) => {
+                // A name the request sets replaces the default of that name;
+                // every value (the defaults' and the request's) is kept.
+                let mut merged = self.inner.headers.clone();
+                for name in own.keys() {
+                    merged.remove(name);
+                }
+                for (name, value) in own {
+                    merged.append(name, value.clone());
+                }
+                Some(merged)
             }
-            for (name, value) in &request.headers {
-                merged.append(name, value.clone());
-            }
-            merged
         };
         let own_timeout = request.own_timeout();
         Ok(Prepared {
@@ -405,8 +404,8 @@ impl Client {
         };
         let timeout = prepared.timeout;
         let mut builder = client.request(prepared.method, prepared.url);
-        if !prepared.headers.is_empty() {
-            builder = builder.headers(prepared.headers);
+        if let Some(headers) = prepared.headers {
+            builder = builder.headers(headers);
         }
         if prepared.own_timeout {
             builder = builder.timeout(timeout);

@@ -96,7 +96,11 @@ pub(crate) async fn run<S: Slots, A: Arms<S>>(
         failed = tracing::field::Empty,
         duration_ms = tracing::field::Empty,
     );
-    run_in_span(client, requests, slots, options, arms)
+    if span.is_disabled() {
+        // No subscriber listens: no span to enter on every poll, or to time.
+        return run_in_span(client, requests, slots, options, arms, None).await;
+    }
+    run_in_span(client, requests, slots, options, arms, Some(span.clone()))
         .instrument(span)
         .await
 }
@@ -107,11 +111,11 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
     slots: S,
     options: &Options,
     arms: &mut A,
+    span: Option<tracing::Span>,
 ) -> S::All {
     let total = requests.len();
-    let span = tracing::Span::current();
-    // Timing is for the span only: skip it when no subscriber listens.
-    let started = (!span.is_disabled()).then(Instant::now);
+    // Timing is for the span only.
+    let started = span.is_some().then(Instant::now);
     // A request's key reaches its future only for the `batch.request`
     // span, at debug level: no copy of the keys when that cannot be seen.
     let keys: Option<Vec<S::Key>> = tracing::level_enabled!(tracing::Level::DEBUG)
@@ -270,7 +274,7 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
         )
         .await;
     }
-    if let Some(started) = started {
+    if let (Some(span), Some(started)) = (span, started) {
         span.record("failed", state.failed_requests());
         span.record("duration_ms", started.elapsed().as_millis() as u64);
     }

@@ -522,7 +522,7 @@ impl Fake {
         let recorded = RecordedRequest {
             method,
             url,
-            headers,
+            headers: headers.unwrap_or_default(),
             body: body.unwrap_or_default(),
         };
         lock(&self.inner.sent).push(recorded.clone());

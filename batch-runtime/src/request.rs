@@ -33,17 +33,18 @@ use crate::retry::Retry;
 pub struct Request {
     pub(crate) method: Method,
     pub(crate) target: String,
-    pub(crate) headers: HeaderMap,
     pub(crate) body: Option<Bytes>,
     /// Boxed, made by the first setter that needs it: a plain request stays
     /// small (a batch moves its requests into a `Vec`, and a deferred batch
-    /// keeps them until it runs).
+    /// keeps them until it runs) and has nothing to drop there.
     rare: Option<Box<Rare>>,
 }
 
-/// What few requests set.
+/// What fewer requests set: headers (a `HeaderMap` alone is 96 bytes),
+/// query, timeout, retry.
 #[derive(Default)]
 struct Rare {
+    headers: HeaderMap,
     query: String,
     timeout: Option<Duration>,
     retry: Option<Retry>,
@@ -118,7 +119,6 @@ impl Request {
         Request {
             method,
             target: url.into(),
-            headers: HeaderMap::new(),
             body: None,
             rare: None,
         }
@@ -137,7 +137,16 @@ impl Request {
     /// The headers set on this request (the client's defaults are added
     /// when it is sent).
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        static NONE: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
+        self.rare.as_ref().map_or(&NONE, |rare| &rare.headers)
+    }
+
+    /// The headers, when any was set.
+    pub(crate) fn own_headers(&self) -> Option<&HeaderMap> {
+        self.rare
+            .as_ref()
+            .map(|rare| &rare.headers)
+            .filter(|headers| !headers.is_empty())
     }
 
     /// The body bytes, if any.
@@ -186,7 +195,7 @@ impl Request {
                     if redact::is_sensitive(&name) {
                         value.set_sensitive(true);
                     }
-                    self.headers.insert(name, value);
+                    self.rare().headers.insert(name, value);
                 }
                 Err(e) => self.fail(format!("invalid value for header `{name}`: {e}")),
             },
@@ -212,14 +221,14 @@ impl Request {
             // `HeaderMap`'s owning iterator names only the first value of
             // each name; the ones after it belong to the same name.
             if let Some(name) = name {
-                self.headers.remove(&name);
+                self.rare().headers.remove(&name);
                 current = Some(name);
             }
             let Some(name) = &current else { continue };
             if redact::is_sensitive(name) {
                 value.set_sensitive(true);
             }
-            self.headers.append(name.clone(), value);
+            self.rare().headers.append(name.clone(), value);
         }
         self
     }
@@ -285,7 +294,8 @@ impl Request {
 
     fn with_body(mut self, body: Bytes, content_type: &'static str) -> Self {
         self.body = Some(body);
-        self.headers
+        self.rare()
+            .headers
             .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         self
     }
@@ -309,7 +319,7 @@ impl fmt::Debug for Request {
         let mut s = f.debug_struct("Request");
         s.field("method", &self.method)
             .field("target", &redact::url_str(&self.target))
-            .field("headers", &redact::Headers(&self.headers));
+            .field("headers", &redact::Headers(self.headers()));
         if !self.added_query().is_empty() {
             let shown = redact::url_str(&format!("?{}", self.added_query()));
             s.field("query", &shown.trim_start_matches('?'));
@@ -337,7 +347,8 @@ impl fmt::Debug for Request {
 pub(crate) struct Prepared {
     pub(crate) method: Method,
     pub(crate) url: Url,
-    pub(crate) headers: HeaderMap,
+    /// `None` when neither the client nor the request sets any.
+    pub(crate) headers: Option<HeaderMap>,
     pub(crate) body: Option<Bytes>,
     /// The effective timeout: the request's own, or the client's default.
     pub(crate) timeout: Duration,
