@@ -14,7 +14,7 @@ use crate::error::{too_large, Error, ErrorKind};
 use crate::fake::Fake;
 use crate::redact;
 use crate::request::{Prepared, Request};
-use crate::response::{pack, Response};
+use crate::response::{pack, pack_head, Response};
 
 /// Default total timeout of a request: connect, send, and read the body.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -423,11 +423,17 @@ impl Client {
             return Err(too_large(limit));
         }
         let status = response.status();
-        // Most bodies arrive in one chunk: keep it without copying.
+        // Most bodies arrive in one chunk: kept as it is until it is packed.
         let mut first: Option<Bytes> = None;
         let mut rest = BytesMut::new();
+        let mut rest_head = 0;
         while let Some(chunk) = response.chunk().await.map_err(to_error)? {
-            let so_far = first.as_ref().map_or(0, Bytes::len) + rest.len();
+            // Once there are several, `rest` holds them all (the first too).
+            let so_far = if rest.is_empty() {
+                first.as_ref().map_or(0, Bytes::len)
+            } else {
+                rest.len() - rest_head as usize
+            };
             if so_far + chunk.len() > limit {
                 return Err(too_large(limit));
             }
@@ -435,6 +441,8 @@ impl Client {
                 None => first = Some(chunk),
                 Some(head) => {
                     if rest.is_empty() {
+                        rest_head =
+                            pack_head(&mut rest, response.url().as_str(), response.headers());
                         rest.extend_from_slice(head);
                     }
                     rest.extend_from_slice(&chunk);
@@ -444,18 +452,17 @@ impl Client {
         // A single chunk is usually a slice of the connection's read buffer,
         // like the header values: copied, with them and the final URL, into
         // one buffer of the response's own (see `pack`). Several were copied
-        // into `rest`.
-        let url = response.url().as_str();
-        let (packed, body) = if rest.is_empty() {
+        // into `rest`, after the URL and headers.
+        let (packed, head_len) = if rest.is_empty() {
             pack(
-                url,
+                response.url().as_str(),
                 response.headers(),
                 first.as_deref().unwrap_or_default(),
             )
         } else {
-            (pack(url, response.headers(), &[]).0, rest.freeze())
+            (rest.freeze(), rest_head)
         };
-        checked_status(Response::from_packed(status, packed, body))
+        checked_status(Response::from_packed(status, packed, head_len))
     }
 }
 

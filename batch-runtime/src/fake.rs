@@ -551,7 +551,7 @@ impl Fake {
             reply.status,
             reply.headers,
             recorded.url,
-            reply.body,
+            &reply.body,
         ))
     }
 

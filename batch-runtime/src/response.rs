@@ -23,12 +23,13 @@ use crate::redact;
 #[derive(Clone)]
 pub struct Response {
     status: StatusCode,
-    /// The final URL's serialization and the headers, packed (see [`pack`])
-    /// beside the body. Most batches read neither: they are parsed the first
-    /// time they are asked for, so a response kept until its batch ends
-    /// holds no `Url` or `HeaderMap` of its own, only this share of a buffer.
+    /// The final URL's serialization and the headers, packed (see [`pack`]),
+    /// then the body, from `head_len` on. Most batches read neither the URL
+    /// nor the headers: they are parsed the first time they are asked for,
+    /// so a response kept until its batch ends holds no `Url` or
+    /// `HeaderMap` of its own, only this share of a buffer.
     packed: Bytes,
-    body: Bytes,
+    head_len: u32,
     /// What was parsed from `packed`, made on the first read; clones made
     /// after it share it.
     parsed: OnceLock<Arc<Parsed>>,
@@ -41,12 +42,12 @@ struct Parsed {
 }
 
 impl Response {
-    pub(crate) fn new(status: StatusCode, headers: HeaderMap, url: Url, body: Bytes) -> Self {
-        let (packed, _) = pack(url.as_str(), &headers, &[]);
+    pub(crate) fn new(status: StatusCode, headers: HeaderMap, url: Url, body: &[u8]) -> Self {
+        let (packed, head_len) = pack(url.as_str(), &headers, body);
         Response {
             status,
             packed,
-            body,
+            head_len,
             parsed: OnceLock::from(Arc::new(Parsed {
                 url: OnceLock::from(url),
                 headers: OnceLock::from(headers),
@@ -54,12 +55,12 @@ impl Response {
         }
     }
 
-    /// A response whose URL and headers were packed by [`pack`].
-    pub(crate) fn from_packed(status: StatusCode, packed: Bytes, body: Bytes) -> Self {
+    /// A response packed by [`pack`] (or [`pack_head`], then its body).
+    pub(crate) fn from_packed(status: StatusCode, packed: Bytes, head_len: u32) -> Self {
         Response {
             status,
             packed,
-            body,
+            head_len,
             parsed: OnceLock::new(),
         }
     }
@@ -74,7 +75,7 @@ impl Response {
     pub fn headers(&self) -> &HeaderMap {
         self.parsed()
             .headers
-            .get_or_init(|| unpack_headers(&self.packed))
+            .get_or_init(|| unpack_headers(&self.packed, self.head_len as usize))
     }
 
     /// The URL the response came from (after redirects), parsed from where
@@ -89,14 +90,20 @@ impl Response {
         self.parsed.get_or_init(Arc::default)
     }
 
-    /// The body bytes.
-    pub fn bytes(&self) -> &Bytes {
-        &self.body
+    /// The body bytes: a handle on the response's buffer (cloning it
+    /// copies nothing).
+    pub fn bytes(&self) -> Bytes {
+        self.packed.slice(self.head_len as usize..)
+    }
+
+    /// The body, borrowed.
+    fn body(&self) -> &[u8] {
+        &self.packed[self.head_len as usize..]
     }
 
     /// The body as text (invalid UTF-8 is replaced).
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
+        String::from_utf8_lossy(self.body()).into_owned()
     }
 
     /// Decodes the body as JSON into `T`.
@@ -106,7 +113,8 @@ impl Response {
     /// An [`ErrorKind::Decode`](crate::ErrorKind::Decode) error naming `T` and
     /// the serde message when the body is not valid JSON for `T`.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_json::from_slice(&self.body).map_err(|e| Error::decode(e, std::any::type_name::<T>()))
+        serde_json::from_slice(self.body())
+            .map_err(|e| Error::decode(e, std::any::type_name::<T>()))
     }
 }
 
@@ -116,7 +124,7 @@ impl fmt::Debug for Response {
             .field("status", &self.status)
             .field("url", &redact::url(self.url()))
             .field("headers", &redact::Headers(self.headers()))
-            .field("body_len", &self.body.len())
+            .field("body_len", &self.body().len())
             .finish()
     }
 }
@@ -127,8 +135,8 @@ const HEADER_FIXED: usize = 1 + 4 + 4;
 
 /// Copies `url`, `headers` (every value, in order, with its sensitive flag)
 /// and `body` one after another into a buffer (this thread's [`PACKING`]
-/// chunk when small); returns the packed URL and headers, for
-/// [`Response::from_packed`], and the body's copy.
+/// chunk when small); returns it, for [`Response::from_packed`], with the
+/// length of the URL and headers before the body.
 ///
 /// hyper parses header values and a body that arrives in one chunk as
 /// slices of the connection's read buffer. Kept as they are (a batch keeps
@@ -137,7 +145,7 @@ const HEADER_FIXED: usize = 1 + 4 + 4;
 /// a response). The layout is `[url length: u32][url]`, then per header
 /// `[sensitive: u8][name length: u32][value length: u32][name][value]`,
 /// lengths little-endian.
-pub(crate) fn pack(url: &str, headers: &HeaderMap, body: &[u8]) -> (Bytes, Bytes) {
+pub(crate) fn pack(url: &str, headers: &HeaderMap, body: &[u8]) -> (Bytes, u32) {
     // Room for the URL, the body and a typical head; more is reserved as
     // it is written.
     let guess = URL_FIXED + url.len() + headers.len() * (HEADER_FIXED + 32) + body.len();
@@ -151,25 +159,26 @@ pub(crate) fn pack(url: &str, headers: &HeaderMap, body: &[u8]) -> (Bytes, Bytes
             // shared it is gone; otherwise, if this does not fit, starts a
             // new one (the old one lives on in the responses sharing it).
             chunk.reserve(guess);
-            let head_len = pack_into(&mut chunk, url, headers, body);
-            (chunk.split(), head_len)
+            let head_len = pack_head(&mut chunk, url, headers);
+            chunk.extend_from_slice(body);
+            (chunk.split().freeze(), head_len)
         })
     });
-    let (mut packed, head_len) = match shared {
+    match shared {
         Some(Ok(packed)) => packed,
         _ => {
             let mut own = BytesMut::with_capacity(guess);
-            let head_len = pack_into(&mut own, url, headers, body);
-            (own, head_len)
+            let head_len = pack_head(&mut own, url, headers);
+            own.extend_from_slice(body);
+            (own.freeze(), head_len)
         }
-    };
-    let body = packed.split_off(head_len);
-    (packed.freeze(), body.freeze())
+    }
 }
 
-/// Appends the packed URL and headers, then the body; returns where the
-/// body starts.
-fn pack_into(out: &mut BytesMut, url: &str, headers: &HeaderMap, body: &[u8]) -> usize {
+/// Writes the packed URL and headers at the start of the empty `out`;
+/// returns their length, where the body starts.
+pub(crate) fn pack_head(out: &mut BytesMut, url: &str, headers: &HeaderMap) -> u32 {
+    debug_assert!(out.is_empty());
     out.extend_from_slice(&packed_len(url.len()));
     out.extend_from_slice(url.as_bytes());
     for (name, value) in headers {
@@ -182,9 +191,7 @@ fn pack_into(out: &mut BytesMut, url: &str, headers: &HeaderMap, body: &[u8]) ->
         out.extend_from_slice(name);
         out.extend_from_slice(value.as_bytes());
     }
-    let head_len = out.len();
-    out.extend_from_slice(body);
-    head_len
+    u32::try_from(out.len()).expect("a response head over 4 GiB")
 }
 
 /// The URL [`pack`] packed.
@@ -193,11 +200,11 @@ fn unpacked_url(packed: &[u8]) -> &str {
     std::str::from_utf8(&packed[URL_FIXED..URL_FIXED + len]).expect("packed from a URL's text")
 }
 
-/// The headers [`pack`] packed.
-fn unpack_headers(packed: &Bytes) -> HeaderMap {
+/// The headers [`pack`] packed, before `head_len`.
+fn unpack_headers(packed: &Bytes, head_len: usize) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let mut at = URL_FIXED + unpacked_url(packed).len();
-    while at < packed.len() {
+    while at < head_len {
         let sensitive = packed[at] != 0;
         let name_len = unpacked_len(&packed[at + 1..at + 5]);
         let value_len = unpacked_len(&packed[at + 5..at + 9]);
@@ -265,8 +272,8 @@ mod tests {
         let mut kept = Vec::new();
         for &len in &lengths {
             let url = format!("http://x.test/{len}");
-            let (packed, body) = pack(&url, &headers, &content(len));
-            kept.push((len, Response::from_packed(StatusCode::OK, packed, body)));
+            let (packed, head_len) = pack(&url, &headers, &content(len));
+            kept.push((len, Response::from_packed(StatusCode::OK, packed, head_len)));
         }
         for (len, response) in kept {
             assert_eq!(
@@ -288,8 +295,8 @@ mod tests {
         let start = packed.as_ptr();
         drop(packed);
         let wrapped = (0..2 * CHUNK / body.len()).any(|_| {
-            let (packed, copy) = pack("http://x.test/", &HeaderMap::new(), &body);
-            assert_eq!(&copy[..], &body[..]);
+            let (packed, head_len) = pack("http://x.test/", &HeaderMap::new(), &body);
+            assert_eq!(&packed[head_len as usize..], &body[..]);
             packed.as_ptr() == start
         });
         assert!(wrapped, "the chunk was never reused from its start");
@@ -310,8 +317,8 @@ mod tests {
         headers.append("x-empty", HeaderValue::from_static(""));
         let chunk = read_buffer.slice(25..);
 
-        let (packed, body) = pack("http://x.test/a?b=c", &headers, &chunk);
-        let response = Response::from_packed(StatusCode::OK, packed, body);
+        let (packed, head_len) = pack("http://x.test/a?b=c", &headers, &chunk);
+        let response = Response::from_packed(StatusCode::OK, packed, head_len);
         let expected = headers.clone();
         drop((chunk, headers));
 
@@ -330,10 +337,11 @@ mod tests {
 
     #[test]
     fn a_response_without_headers_or_body_packs_only_its_url() {
-        let (packed, body) = pack("http://x.test/", &HeaderMap::new(), &[]);
+        let (packed, head_len) = pack("http://x.test/", &HeaderMap::new(), &[]);
         assert_eq!(packed.len(), URL_FIXED + "http://x.test/".len());
-        assert!(body.is_empty());
-        let response = Response::from_packed(StatusCode::NO_CONTENT, packed, body);
+        assert_eq!(head_len as usize, packed.len());
+        let response = Response::from_packed(StatusCode::NO_CONTENT, packed, head_len);
+        assert!(response.bytes().is_empty());
         assert!(response.headers().is_empty());
         assert_eq!(response.url().as_str(), "http://x.test/");
     }
@@ -345,12 +353,7 @@ mod tests {
         secret.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, secret);
         let url = Url::parse("http://u:p@x.test:8080/p?q=1").unwrap();
-        let response = Response::new(
-            StatusCode::OK,
-            headers.clone(),
-            url.clone(),
-            Bytes::from_static(b"b"),
-        );
+        let response = Response::new(StatusCode::OK, headers.clone(), url.clone(), b"b");
         let clone = response.clone();
         assert_eq!(clone.url(), &url);
         assert_eq!(clone.headers(), &headers);

@@ -225,7 +225,7 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE,
             headers,
             url,
-            bytes::Bytes::new(),
+            &[],
         ))
     }
 

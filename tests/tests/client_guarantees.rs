@@ -557,6 +557,8 @@ async fn response_headers_read_back_exactly_as_the_server_sent_them() {
     assert_eq!(chunks.headers()["content-type"], "text/plain");
     let expected: String = (0..64).map(|i| format!("part {i:02};")).collect();
     assert_eq!(chunks.text(), expected);
+    assert_eq!(chunks.url().path(), "/chunks");
+    assert_eq!(one.url().path(), "/one-chunk");
     // A clone made after the headers were read shares them.
     let clone = one.clone();
     assert!(std::ptr::eq(clone.headers(), one.headers()));

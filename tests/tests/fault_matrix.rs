@@ -227,6 +227,33 @@ async fn a_chunked_body_over_the_limit_without_content_length_is_too_large() {
     );
 }
 
+#[tokio::test]
+async fn a_chunked_body_exactly_at_the_limit_arrives_whole() {
+    // Four chunks of 1 KiB under a 4 KiB limit: every byte counted once,
+    // whichever chunk it came in.
+    let addr = raw_server(|mut stream| async move {
+        let mut response = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        for part in ["a", "b", "c", "d"] {
+            response.extend_from_slice(format!("400\r\n{}\r\n", part.repeat(0x400)).as_bytes());
+        }
+        response.extend_from_slice(b"0\r\n\r\n");
+        let _ = stream.write_all(&response).await;
+    })
+    .await;
+    let client = Client::builder()
+        .base_url(format!("http://{addr}"))
+        .body_limit(4096)
+        .build()
+        .expect("client builds");
+    let response = client
+        .send(Request::get("/four-chunks"))
+        .await
+        .expect("a body of exactly the limit is not too large");
+    let expected: String = ["a", "b", "c", "d"].map(|part| part.repeat(0x400)).concat();
+    assert_eq!(response.text(), expected);
+    assert_eq!(response.url().path(), "/four-chunks");
+}
+
 /// Answers `body` under a `content-length` of `declared`, then closes.
 async fn lying_server(declared: usize, body: &'static str) -> SocketAddr {
     raw_server(move |mut stream| async move {
