@@ -2,6 +2,7 @@
 //! transport (real reqwest or the in-process fake).
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -228,6 +229,7 @@ impl Client {
     }
 
     /// Resolves the URL and merges headers, refusing escapes before any I/O.
+    #[inline(always)]
     pub(crate) fn prepare(&self, request: &Request) -> Result<Prepared, Error> {
         if let Some(err) = request.build_error() {
             return Err(Error::new(ErrorKind::Builder, err)
@@ -306,12 +308,15 @@ impl Client {
         }
     }
 
-    /// Sends a request with its retries, in a tracing span.
-    pub(crate) async fn execute(
+    /// The prepared request and its `batch.request` span. (Made here: a
+    /// local that `execute` itself lent out would be kept in its future
+    /// for good, even once moved away.)
+    #[inline(always)]
+    fn prepare_in_span(
         &self,
         request: &Request,
         key: Option<&(dyn fmt::Display + Sync)>,
-    ) -> Result<Response, Error> {
+    ) -> Result<(Prepared, tracing::Span), Error> {
         let prepared = self.prepare(request)?;
         let span = tracing::debug_span!(
             "batch.request",
@@ -322,6 +327,16 @@ impl Client {
             attempt = tracing::field::Empty,
             duration_ms = tracing::field::Empty,
         );
+        Ok((prepared, span))
+    }
+
+    /// Sends a request with its retries, in a tracing span.
+    pub(crate) async fn execute(
+        &self,
+        request: &Request,
+        key: Option<&(dyn fmt::Display + Sync)>,
+    ) -> Result<Response, Error> {
+        let (prepared, span) = self.prepare_in_span(request, key)?;
         let retry = request.retry_policy();
         // The span, its timing and its fields only when a subscriber
         // listens: otherwise the attempts run as they are.
@@ -330,7 +345,7 @@ impl Client {
         // every request's future (a lane of a batch holds one, and moving
         // it in copies all of it).
         let result = match (retry, span.is_disabled()) {
-            (None, true) => self.attempt(prepared).await,
+            (None, true) => self.receive(self.dispatch(prepared)).await,
             (Some(_), true) => Box::pin(self.attempts(prepared, retry)).await.0,
             (_, false) => {
                 let started = Instant::now();
@@ -368,11 +383,11 @@ impl Client {
         retry: Option<&crate::retry::Retry>,
     ) -> (Result<Response, Error>, u32) {
         let Some(retry) = retry else {
-            return (self.attempt(prepared).await, 1);
+            return (self.receive(self.dispatch(prepared)).await, 1);
         };
         let mut attempt = 1u32;
         loop {
-            let result = self.attempt(prepared.clone()).await;
+            let result = self.receive(self.dispatch(prepared.clone())).await;
             let wait = match &result {
                 Err(err) => retry.next_wait(attempt, &prepared.method, err),
                 Ok(_) => None,
@@ -388,18 +403,22 @@ impl Client {
         }
     }
 
-    /// One attempt: send, read the body within the limit, check the status.
-    /// (The HTTP part is written here rather than in a function of its
-    /// own: each async layer copies its callee's future into place.)
-    async fn attempt(&self, prepared: Prepared) -> Result<Response, Error> {
+    /// Hands one attempt to the transport. Synchronous, so that the
+    /// attempt's future does not hold the prepared request (264 bytes)
+    /// while it waits: a request's future is copied whole each time it is
+    /// moved (into its batch's lane, for one).
+    #[inline(always)]
+    fn dispatch(
+        &self,
+        prepared: Prepared,
+    ) -> Dispatched<'_, impl Future<Output = reqwest::Result<reqwest::Response>> + Send> {
         let client = match &self.inner.transport {
             Transport::Http(client) => client,
             // Boxed: the fake's future is nearly twice the HTTP one, and
             // inline it would size (and make every move copy) every
             // request's future, fake or not.
             Transport::Fake(fake) => {
-                let response = Box::pin(fake.respond(prepared, self.inner.body_limit)).await?;
-                return checked_status(response);
+                return Dispatched::Fake(Box::pin(fake.respond(prepared, self.inner.body_limit)))
             }
         };
         let timeout = prepared.timeout;
@@ -413,8 +432,23 @@ impl Client {
         if let Some(body) = prepared.body {
             builder = builder.body(body);
         }
+        Dispatched::Http(builder.send(), timeout)
+    }
+
+    /// The rest of one attempt: its response, its body read within the
+    /// limit, its status checked. (The HTTP part is written here rather
+    /// than in a function of its own: each async layer copies its callee's
+    /// future into place.)
+    async fn receive<P>(&self, dispatched: Dispatched<'_, P>) -> Result<Response, Error>
+    where
+        P: Future<Output = reqwest::Result<reqwest::Response>>,
+    {
+        let (pending, timeout) = match dispatched {
+            Dispatched::Http(pending, timeout) => (pending, timeout),
+            Dispatched::Fake(respond) => return checked_status(respond.await?),
+        };
         let to_error = |e| Error::from_reqwest(e, timeout);
-        let mut response = builder.send().await.map_err(to_error)?;
+        let mut response = pending.await.map_err(to_error)?;
         let limit = self.inner.body_limit;
         if response
             .content_length()
@@ -464,6 +498,13 @@ impl Client {
         };
         checked_status(Response::from_packed(status, packed, head_len))
     }
+}
+
+/// One attempt, handed to its transport.
+enum Dispatched<'a, P> {
+    /// On the wire: the response's head is awaited, within the timeout.
+    Http(P, Duration),
+    Fake(std::pin::Pin<Box<dyn Future<Output = Result<Response, Error>> + Send + 'a>>),
 }
 
 /// A response with a status of 400 or more is the request's failure.

@@ -318,3 +318,20 @@ where
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What lets `finish_all` turn the slots' `Vec` into the results'
+    /// in place, with no new allocation.
+    #[test]
+    fn a_slot_is_exactly_as_large_as_the_result_it_becomes() {
+        use std::mem::size_of;
+        assert_eq!(
+            size_of::<Slot<Response>>(),
+            size_of::<Result<Response, Error>>()
+        );
+        assert_eq!(size_of::<Slot<u64>>(), size_of::<Result<u64, Error>>());
+    }
+}
