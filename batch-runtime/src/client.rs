@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::Either;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
 use tracing::Instrument;
@@ -422,6 +423,24 @@ impl Client {
             }
         };
         let timeout = prepared.timeout;
+        if prepared.url.username().is_empty() && prepared.url.password().is_none() {
+            // Built as it is sent, without reqwest's `RequestBuilder` (a copy
+            // of the client, and a look for credentials in the URL, which
+            // the check above already made).
+            let mut request = reqwest::Request::new(prepared.method, prepared.url);
+            if let Some(headers) = prepared.headers {
+                *request.headers_mut() = headers;
+            }
+            if prepared.own_timeout {
+                *request.timeout_mut() = Some(timeout);
+            }
+            if let Some(body) = prepared.body {
+                *request.body_mut() = Some(body.into());
+            }
+            return Dispatched::Http(Either::Left(client.execute(request)), timeout);
+        }
+        // Credentials in the URL: the builder moves them into an
+        // `Authorization: Basic` header.
         let mut builder = client.request(prepared.method, prepared.url);
         if let Some(headers) = prepared.headers {
             builder = builder.headers(headers);
@@ -432,7 +451,7 @@ impl Client {
         if let Some(body) = prepared.body {
             builder = builder.body(body);
         }
-        Dispatched::Http(builder.send(), timeout)
+        Dispatched::Http(Either::Right(builder.send()), timeout)
     }
 
     /// The rest of one attempt: its response, its body read within the

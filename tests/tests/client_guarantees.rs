@@ -246,6 +246,55 @@ fn headers_from_marks_credentials_sensitive() {
     assert!(shown.contains("shown"), "{shown}");
 }
 
+/// Credentials written in a URL go out as `Authorization: Basic`, decoded
+/// from their percent-encoding, and never on the wire in the URL; a
+/// request without them sends no `Authorization`, and headers, a body and
+/// a timeout set on either kind all arrive.
+#[tokio::test]
+async fn credentials_in_a_url_are_sent_as_basic_auth_and_nothing_else_is() {
+    let app = Router::new().fallback(any(|headers: HeaderMap, body: String| async move {
+        let authorization = headers
+            .get(AUTHORIZATION)
+            .map(|value| value.to_str().unwrap().to_owned());
+        let tag = headers
+            .get("x-tag")
+            .map(|value| value.to_str().unwrap().to_owned());
+        Json(serde_json::json!({ "authorization": authorization, "tag": tag, "body": body }))
+    }));
+    let addr = serve(app).await;
+    let client = Client::builder().build().expect("client");
+    let with = Request::post(format!("http://us%20er:p%40ss@{addr}/with"))
+        .header("x-tag", "one")
+        .timeout(Duration::from_secs(5))
+        .body_bytes("b1");
+    let without = Request::post(format!("http://{addr}/without"))
+        .header("x-tag", "two")
+        .timeout(Duration::from_secs(5))
+        .body_bytes("b2");
+    let [with, without] = timeout(
+        LIMIT,
+        batch_runtime::Batch::new([with, without]).try_send(&client),
+    )
+    .await
+    .expect("within the limit")
+    .expect("both succeed")
+    .try_into()
+    .expect("two responses");
+
+    let seen: serde_json::Value = with.json().unwrap();
+    // base64("us er:p@ss")
+    assert_eq!(seen["authorization"], "Basic dXMgZXI6cEBzcw==");
+    assert_eq!(seen["tag"], "one");
+    assert_eq!(seen["body"], "b1");
+    assert_eq!(with.url().username(), "", "{}", with.url());
+    assert_eq!(with.url().password(), None);
+
+    let seen: serde_json::Value = without.json().unwrap();
+    assert_eq!(seen["authorization"], serde_json::Value::Null);
+    assert_eq!(seen["tag"], "two");
+    assert_eq!(seen["body"], "b2");
+}
+
 /// A server that counts requests and never answers them.
 async fn silent_server() -> (String, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
