@@ -523,6 +523,7 @@ impl Client {
 enum Dispatched<'a, P> {
     /// On the wire: the response's head is awaited, within the timeout.
     Http(P, Duration),
+    /// The fake's reply, boxed (see `dispatch`).
     Fake(std::pin::Pin<Box<dyn Future<Output = Result<Response, Error>> + Send + 'a>>),
 }
 

@@ -317,18 +317,14 @@ where
     let decoded = match result.map(|response| ledger.slots.keep(index, response)) {
         Err(err) => Err(err),
         Ok(Ok(kept)) => Ok(Seen::Kept(kept)),
-        Ok(Err(response)) => {
-            match decode(
-                &mut ledger.slots,
-                &mut ledger.panic,
-                requests,
-                index,
-                &response,
-            ) {
-                Ok(()) => Ok(Seen::Owned(response)),
-                Err(err) => Err(err),
-            }
-        }
+        Ok(Err(response)) => decode(
+            &mut ledger.slots,
+            &mut ledger.panic,
+            requests,
+            index,
+            &response,
+        )
+        .map(|()| Seen::Owned(response)),
     };
     match decoded {
         Ok(seen) => {
@@ -359,7 +355,8 @@ where
 }
 
 /// Settles a completion when no arm is to be called for it: `settle`
-/// without `progress` and `catch`, and with nothing to wait for.
+/// without `progress` and `catch`, and with nothing to wait for. (Only for
+/// a batch that cannot stop early, so no `done` to mark.)
 fn settle_without_arms<S: Slots>(
     ledger: &mut Ledger<S>,
     requests: &[Request],

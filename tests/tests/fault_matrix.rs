@@ -59,6 +59,15 @@ async fn read_head(stream: &mut TcpStream) -> bool {
     true
 }
 
+/// A client of `addr` whose body limit is `limit` bytes.
+fn limited_client(addr: SocketAddr, limit: usize) -> Client {
+    Client::builder()
+        .base_url(format!("http://{addr}"))
+        .body_limit(limit)
+        .build()
+        .expect("client builds")
+}
+
 fn client(addr: SocketAddr, timeout: Duration) -> Client {
     Client::builder()
         .base_url(format!("http://{addr}"))
@@ -214,11 +223,7 @@ async fn a_chunked_body_over_the_limit_without_content_length_is_too_large() {
         while stream.write_all(chunk.as_bytes()).await.is_ok() {}
     })
     .await;
-    let client = Client::builder()
-        .base_url(format!("http://{addr}"))
-        .body_limit(4096)
-        .build()
-        .expect("client builds");
+    let client = limited_client(addr, 4096);
     let outcome = classify(&client, Request::get("/endless")).await;
     let message = assert_failed_as(&outcome, &ErrorKind::BodyTooLarge { limit: 4096 });
     assert!(
@@ -240,11 +245,7 @@ async fn a_chunked_body_exactly_at_the_limit_arrives_whole() {
         let _ = stream.write_all(&response).await;
     })
     .await;
-    let client = Client::builder()
-        .base_url(format!("http://{addr}"))
-        .body_limit(4096)
-        .build()
-        .expect("client builds");
+    let client = limited_client(addr, 4096);
     let response = client
         .send(Request::get("/four-chunks"))
         .await
