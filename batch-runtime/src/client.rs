@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::future::Either;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
 use tracing::Instrument;
@@ -419,39 +418,41 @@ impl Client {
             // inline it would size (and make every move copy) every
             // request's future, fake or not.
             Transport::Fake(fake) => {
-                return Dispatched::Fake(Box::pin(fake.respond(prepared, self.inner.body_limit)))
+                return Dispatched::Boxed(Box::pin(fake.respond(prepared, self.inner.body_limit)))
             }
         };
         let timeout = prepared.timeout;
-        if prepared.url.username().is_empty() && prepared.url.password().is_none() {
-            // Built as it is sent, without reqwest's `RequestBuilder` (a copy
-            // of the client, and a look for credentials in the URL, which
-            // the check above already made).
-            let mut request = reqwest::Request::new(prepared.method, prepared.url);
-            if let Some(headers) = prepared.headers {
-                *request.headers_mut() = headers;
+        // Built as it is sent, without reqwest's `RequestBuilder` (a copy of
+        // the client, and a look for credentials in the URL), unless the URL
+        // has credentials: the builder moves them into `Authorization: Basic`.
+        let mut request = if prepared.url.username().is_empty() && prepared.url.password().is_none()
+        {
+            reqwest::Request::new(prepared.method, prepared.url)
+        } else {
+            match client.request(prepared.method, prepared.url).build() {
+                Ok(request) => request,
+                Err(e) => {
+                    return Dispatched::Boxed(Box::pin(std::future::ready(Err(
+                        Error::from_reqwest(e, timeout),
+                    ))))
+                }
             }
-            if prepared.own_timeout {
-                *request.timeout_mut() = Some(timeout);
-            }
-            if let Some(body) = prepared.body {
-                *request.body_mut() = Some(body.into());
-            }
-            return Dispatched::Http(Either::Left(client.execute(request)), timeout);
-        }
-        // Credentials in the URL: the builder moves them into an
-        // `Authorization: Basic` header.
-        let mut builder = client.request(prepared.method, prepared.url);
+        };
         if let Some(headers) = prepared.headers {
-            builder = builder.headers(headers);
+            if request.headers().is_empty() {
+                *request.headers_mut() = headers;
+            } else {
+                // A name set on the request replaces the URL's credentials.
+                request.headers_mut().extend(headers);
+            }
         }
         if prepared.own_timeout {
-            builder = builder.timeout(timeout);
+            *request.timeout_mut() = Some(timeout);
         }
         if let Some(body) = prepared.body {
-            builder = builder.body(body);
+            *request.body_mut() = Some(body.into());
         }
-        Dispatched::Http(Either::Right(builder.send()), timeout)
+        Dispatched::Http(client.execute(request), timeout)
     }
 
     /// The rest of one attempt: its response, its body read within the
@@ -464,7 +465,7 @@ impl Client {
     {
         let (pending, timeout) = match dispatched {
             Dispatched::Http(pending, timeout) => (pending, timeout),
-            Dispatched::Fake(respond) => return checked_status(respond.await?),
+            Dispatched::Boxed(respond) => return checked_status(respond.await?),
         };
         let to_error = |e| Error::from_reqwest(e, timeout);
         let mut response = pending.await.map_err(to_error)?;
@@ -523,8 +524,8 @@ impl Client {
 enum Dispatched<'a, P> {
     /// On the wire: the response's head is awaited, within the timeout.
     Http(P, Duration),
-    /// The fake's reply, boxed (see `dispatch`).
-    Fake(std::pin::Pin<Box<dyn Future<Output = Result<Response, Error>> + Send + 'a>>),
+    /// The fake's reply (see `dispatch`), or a failure before sending.
+    Boxed(std::pin::Pin<Box<dyn Future<Output = Result<Response, Error>> + Send + 'a>>),
 }
 
 /// A response with a status of 400 or more is the request's failure.

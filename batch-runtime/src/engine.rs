@@ -115,7 +115,7 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
 ) -> S::All {
     let total = requests.len();
     // Timing is for the span only.
-    let started = span.is_some().then(Instant::now);
+    let timed = span.map(|span| (span, Instant::now()));
     // A request's key reaches its future only for the `batch.request`
     // span, at debug level: no copy of the keys when that cannot be seen.
     let keys: Option<Vec<S::Key>> = tracing::level_enabled!(tracing::Level::DEBUG)
@@ -274,7 +274,7 @@ async fn run_in_span<S: Slots, A: Arms<S>>(
         )
         .await;
     }
-    if let (Some(span), Some(started)) = (span, started) {
+    if let Some((span, started)) = timed {
         span.record("failed", state.failed_requests());
         span.record("duration_ms", started.elapsed().as_millis() as u64);
     }

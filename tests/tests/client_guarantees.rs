@@ -271,9 +271,11 @@ async fn credentials_in_a_url_are_sent_as_basic_auth_and_nothing_else_is() {
         .header("x-tag", "two")
         .timeout(Duration::from_secs(5))
         .body_bytes("b2");
-    let [with, without] = timeout(
+    let overridden =
+        Request::get(format!("http://user:pass@{addr}/overridden")).bearer_auth("t0ken");
+    let [with, without, overridden] = timeout(
         LIMIT,
-        batch_runtime::Batch::new([with, without]).try_send(&client),
+        batch_runtime::Batch::new([with, without, overridden]).try_send(&client),
     )
     .await
     .expect("within the limit")
@@ -293,6 +295,10 @@ async fn credentials_in_a_url_are_sent_as_basic_auth_and_nothing_else_is() {
     assert_eq!(seen["authorization"], serde_json::Value::Null);
     assert_eq!(seen["tag"], "two");
     assert_eq!(seen["body"], "b2");
+
+    // A header the request sets replaces the URL's credentials.
+    let seen: serde_json::Value = overridden.json().unwrap();
+    assert_eq!(seen["authorization"], "Bearer t0ken");
 }
 
 /// A server that counts requests and never answers them.
