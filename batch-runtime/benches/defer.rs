@@ -20,7 +20,11 @@
 //!
 //! `BATCH_DEFER_DESIGN=normal-priority` keeps the `DeferRuntime`'s worker
 //! at normal CPU priority (`DeferRuntimeBuilder::background_priority(false)`)
-//! instead of the default lowest one.
+//! instead of the default lowest one (Linux's `SCHED_IDLE`).
+//! `BATCH_DEFER_DESIGN=nice19` runs it at nice 19 instead, the default
+//! before `SCHED_IDLE`: the runtime is built with
+//! `background_priority(false)` from a thread at nice 19, whose priority
+//! its worker inherits.
 //!
 //! `BATCH_DEFER_DESIGN=app-runtime` measures the design the runtime did not
 //! take: the "with" handler spawns the batch on the application's own tokio
@@ -51,13 +55,18 @@ fn main() {
     let design = std::env::var("BATCH_DEFER_DESIGN").unwrap_or_default();
     let app_runtime = design == "app-runtime";
     let normal_priority = design == "normal-priority";
+    let nice19 = design == "nice19";
     let placement = Placement::from_env();
     let upstream = start_upstream(UPSTREAM_LATENCY, placement);
     println!("{}", placement.describe());
-    let runtime = DeferRuntime::builder()
-        .background_priority(!normal_priority)
-        .build()
-        .expect("defer runtime");
+    let runtime = if nice19 {
+        build_at_nice19()
+    } else {
+        DeferRuntime::builder()
+            .background_priority(!normal_priority)
+            .build()
+            .expect("defer runtime")
+    };
     let tracker = Tracker::default();
     let shop = start_shop(&runtime, &upstream, app_runtime.then(|| tracker.clone()));
     println!(
@@ -66,8 +75,10 @@ fn main() {
             "app-runtime (tokio::spawn on the shop's runtime + semaphore)"
         } else if normal_priority {
             "own-thread at normal priority (background_priority(false))"
+        } else if nice19 {
+            "own-thread at nice 19 (the default before SCHED_IDLE)"
         } else {
-            "own-thread (DeferRuntime worker, at background priority)"
+            "own-thread (DeferRuntime worker, at background priority: SCHED_IDLE)"
         }
     );
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -175,6 +186,28 @@ fn main() {
         let report = runtime.shutdown(Duration::from_secs(30)).await;
         println!("shop runtime: {report}");
     });
+}
+
+/// A runtime whose worker runs at nice 19: built at normal priority from a
+/// thread at nice 19, whose priority the worker thread inherits.
+#[cfg(target_os = "linux")]
+fn build_at_nice19() -> DeferRuntime {
+    std::thread::spawn(|| {
+        // SAFETY: a plain syscall on the calling thread (pid 0 on Linux).
+        let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+        assert_eq!(set, 0, "setpriority: {}", std::io::Error::last_os_error());
+        DeferRuntime::builder()
+            .background_priority(false)
+            .build()
+            .expect("defer runtime")
+    })
+    .join()
+    .expect("builder thread")
+}
+
+#[cfg(not(target_os = "linux"))]
+fn build_at_nice19() -> DeferRuntime {
+    panic!("BATCH_DEFER_DESIGN=nice19 needs Linux's per-thread setpriority");
 }
 
 fn defer_fanout(upstream: &Client, deferred: &Deferred, id: usize) {

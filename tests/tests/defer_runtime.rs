@@ -882,19 +882,24 @@ async fn spawn_all_takes_different_futures_in_one_call() {
     assert_eq!(runtime.stats().completed, 7);
 }
 
-/// The worker threads run at nice 19 by default, and only they: the
-/// caller's thread keeps its priority; `background_priority(false)` keeps
-/// the workers at the builder's priority.
+/// The worker threads run in Linux's `SCHED_IDLE` class by default, and
+/// only they: the caller's thread keeps its class; `background_priority(false)`
+/// keeps the workers in the builder's class.
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn defer_workers_run_at_background_priority_unless_told_otherwise() {
-    fn own_nice() -> i32 {
+    fn own_class() -> i32 {
         // SAFETY: a plain syscall about the calling thread (pid 0 on Linux).
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+        unsafe { libc::sched_getscheduler(0) }
     }
-    let before = own_nice();
+    let before = own_class();
+    assert_ne!(
+        before,
+        libc::SCHED_IDLE,
+        "the test's own thread starts normal"
+    );
     let runtimes = [
-        ("the default", DeferRuntime::new(), 19),
+        ("the default", DeferRuntime::new(), libc::SCHED_IDLE),
         (
             "background_priority(false)",
             DeferRuntime::builder()
@@ -908,15 +913,18 @@ async fn defer_workers_run_at_background_priority_unless_told_otherwise() {
         let (tx, rx) = tokio::sync::oneshot::channel();
         runtime
             .spawn(async move {
-                let _ = tx.send(own_nice());
+                // A blocking-pool thread the work starts inherits the class.
+                let blocking = tokio::task::spawn_blocking(own_class).await.expect("ran");
+                let _ = tx.send((own_class(), blocking));
             })
             .expect("queued");
-        let seen = rx.await.expect("the work ran");
+        let (seen, blocking) = rx.await.expect("the work ran");
         assert_eq!(seen, expected, "{what}");
+        assert_eq!(blocking, expected, "{what}: spawn_blocking");
         let report = runtime.shutdown(Duration::from_secs(5)).await;
         assert_eq!(report.completed, 1, "{report}");
     }
-    assert_eq!(own_nice(), before, "the caller's thread keeps its priority");
+    assert_eq!(own_class(), before, "the caller's thread keeps its class");
 }
 
 /// At background priority deferred work is behind the responses, not

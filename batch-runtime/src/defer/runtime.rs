@@ -163,18 +163,23 @@ impl DeferRuntimeBuilder {
     }
 
     /// Whether the worker threads run at the lowest CPU priority (Linux:
-    /// nice 19; no effect on other systems). On by default: deferred work
-    /// then takes the CPU the responses leave instead of competing with
-    /// them. On a 2-core machine serving 16 clients, each response
-    /// deferring three upstream calls, the responses' p99 with deferred
-    /// work over without was 1.07 at this priority (median of eight runs)
-    /// and 1.15 at normal priority (`cargo bench -p batch-runtime --bench
-    /// defer`).
+    /// the `SCHED_IDLE` class, or nice 19 where a sandbox refuses that; no
+    /// effect on other systems). On by default: deferred work then takes
+    /// the CPU the responses leave instead of competing with them, and a
+    /// response thread that wakes takes its core back at once. On a 2-core
+    /// machine serving 16 clients, each response deferring three upstream
+    /// calls, the responses' p99 with deferred work over without was 0.91
+    /// at this priority (median of eight runs, 0.82 to 1.06), against 1.66
+    /// at nice 19 (nine runs, 1.08 to 2.59), which keeps a core it was given for a time
+    /// slice, and 2.58 at normal priority (three runs) (`cargo bench -p
+    /// batch-runtime --bench defer`; Linux 6.18).
     ///
     /// While the CPU stays saturated, deferred work runs only in what is
-    /// left (nice 19 still gets a share, so it is never starved): it may
-    /// queue up, and drain more slowly at shutdown. `false` keeps the
-    /// workers at the priority of the thread that builds the runtime.
+    /// left (the class still gets a small share, so it is never starved):
+    /// it may queue up, and drain more slowly at shutdown. Threads the
+    /// work starts, such as `spawn_blocking`'s, inherit the class. `false`
+    /// keeps the workers at the priority of the thread that builds the
+    /// runtime.
     pub fn background_priority(mut self, background: bool) -> Self {
         self.background_priority = background;
         self

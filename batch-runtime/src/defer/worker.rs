@@ -54,15 +54,33 @@ pub(crate) fn start(
     Ok(())
 }
 
-/// Lowers the calling thread to nice 19. On Linux `setpriority` with pid 0
-/// sets the calling thread's value, not the process's.
+/// Puts the calling thread (and the threads it starts later, such as a
+/// `spawn_blocking` pool's) in Linux's `SCHED_IDLE` class: a response
+/// thread that wakes takes its core at once. A thread at nice 19 only
+/// weighs less, and keeps a core it was just given for up to its time
+/// slice (a millisecond or more), which showed in the responses' p99 (see
+/// [`DeferRuntimeBuilder::background_priority`](super::DeferRuntimeBuilder::background_priority)).
+/// Where the class cannot be changed (some sandboxes refuse the call), the
+/// thread falls back to nice 19. On Linux both calls with pid 0 apply to
+/// the calling thread, not the process.
 #[cfg(target_os = "linux")]
 fn lowest_priority() {
-    // SAFETY: a plain syscall on the calling thread; no pointers.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscalls on the calling thread with a valid parameter.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+        return;
+    }
+    let idle_refused = std::io::Error::last_os_error();
+    // SAFETY: as above; no pointers.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0 {
         tracing::warn!(
             error = %std::io::Error::last_os_error(),
             "could not lower the defer worker's priority; it runs at normal priority"
+        );
+    } else {
+        tracing::debug!(
+            error = %idle_refused,
+            "SCHED_IDLE refused; the defer worker runs at nice 19 instead"
         );
     }
 }
