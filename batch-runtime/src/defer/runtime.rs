@@ -170,9 +170,10 @@ impl DeferRuntimeBuilder {
     /// machine serving 16 clients, each response deferring three upstream
     /// calls, the responses' p99 with deferred work over without was 0.91
     /// at this priority (median of eight runs, 0.82 to 1.06), against 1.66
-    /// at nice 19 (nine runs, 1.08 to 2.59), which keeps a core it was given for a time
-    /// slice, and 2.58 at normal priority (three runs) (`cargo bench -p
-    /// batch-runtime --bench defer`; Linux 6.18).
+    /// at nice 19 (nine runs, 1.08 to 2.59), where a waking response
+    /// thread may wait behind the worker, and 2.58 at normal priority
+    /// (three runs) (`cargo bench -p batch-runtime --bench defer`; Linux
+    /// 6.18).
     ///
     /// While the CPU stays saturated, deferred work runs only in what is
     /// left (the class still gets a small share, so it is never starved):

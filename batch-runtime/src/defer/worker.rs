@@ -55,10 +55,11 @@ pub(crate) fn start(
 }
 
 /// Puts the calling thread (and the threads it starts later, such as a
-/// `spawn_blocking` pool's) in Linux's `SCHED_IDLE` class: a response
-/// thread that wakes takes its core at once. A thread at nice 19 only
-/// weighs less, and keeps a core it was just given for up to its time
-/// slice (a millisecond or more), which showed in the responses' p99 (see
+/// `spawn_blocking` pool's) in Linux's `SCHED_IDLE` class. The scheduler
+/// counts a core that runs only such threads as idle when it places a
+/// waking thread, and a waking normal thread preempts them at once; a
+/// thread at nice 19 only weighs less, and a response thread that wakes
+/// may wait behind it, which showed in the responses' p99 (see
 /// [`DeferRuntimeBuilder::background_priority`](super::DeferRuntimeBuilder::background_priority)).
 /// Where the class cannot be changed (some sandboxes refuse the call), the
 /// thread falls back to nice 19. On Linux both calls with pid 0 apply to
