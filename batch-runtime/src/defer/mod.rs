@@ -47,6 +47,7 @@
 //! ```
 
 mod deferred;
+mod handover;
 mod job;
 #[cfg(feature = "axum")]
 mod layer;

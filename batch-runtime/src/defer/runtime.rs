@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use super::handover::Change;
 use super::job::{display_name, wait_until, Job};
 use super::report::{DeferStats, Rejected, ShutdownReport, REJECTED_NAMES_KEPT};
 use super::state::{HeldWork, Intake, Shared, Source};
@@ -101,9 +102,9 @@ struct Owner {
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        let mut state = self.shared.lock();
-        let was_open = state.intake != Intake::Closed;
-        state.intake = Intake::Closed;
+        let state = self.shared.lock();
+        let was_open = self.shared.admission.intake() != Intake::Closed;
+        self.shared.admission.set_intake(Intake::Closed);
         let (queued, running) = (state.queued(), state.running.len());
         drop(state);
         self.shared.wake.notify_waiters();
@@ -254,7 +255,7 @@ impl DeferRuntime {
 
     /// The most works that wait for a slot.
     pub fn queue_capacity(&self) -> usize {
-        self.shared().capacity
+        self.shared().admission.capacity()
     }
 
     /// Runs `work` as soon as a slot is free.
@@ -295,20 +296,9 @@ impl DeferRuntime {
         } else {
             Source::Outside
         };
-        let shared = self.shared();
-        let mut state = shared.lock();
-        let admitted = state.admit(jobs, source, shared.capacity);
-        let wake = !state.polling;
-        drop(state);
-        match admitted {
-            Ok(()) => {
-                if wake {
-                    shared.wake.notify_one();
-                }
-                Ok(())
-            }
-            Err((jobs, reason)) => Err(reject(jobs, reason)),
-        }
+        self.shared()
+            .change(Change::Queue(jobs), source)
+            .map_err(|(jobs, reason)| reject(jobs, reason))
     }
 
     /// Whether the caller runs in deferred work of this runtime.
@@ -335,7 +325,7 @@ impl DeferRuntime {
     fn remove_queued(&self, matches: impl FnMut(&Job) -> bool) -> usize {
         let shared = self.shared();
         let mut state = shared.lock();
-        let removed = state.remove_queued(matches);
+        let removed = state.remove_queued(matches, &shared.admission);
         let drained = state.is_drained();
         drop(state);
         let count = removed.len();
@@ -424,9 +414,9 @@ impl DeferRuntime {
         let started = Instant::now();
         let shared = self.shared();
         {
-            let mut state = shared.lock();
-            if state.intake == Intake::Open {
-                state.intake = Intake::Draining;
+            let _state = shared.lock();
+            if shared.admission.intake() == Intake::Open {
+                shared.admission.set_intake(Intake::Draining);
             }
         }
         shared.wake.notify_waiters();
@@ -436,9 +426,17 @@ impl DeferRuntime {
 
         let mut cancelled = Vec::new();
         let mut holders: Vec<Weak<dyn HeldWork>> = Vec::new();
+        {
+            let _state = shared.lock();
+            shared.admission.set_intake(Intake::Closed);
+        }
+        // Work admitted before the close, on its way to the inbox, is
+        // queued (and abandoned with the rest) rather than lost.
+        while !shared.admission.quiet() {
+            tokio::task::yield_now().await;
+        }
         let mut report = {
             let mut state = shared.lock();
-            state.intake = Intake::Closed;
             let mut abandoned = Vec::new();
             if !state.is_drained() {
                 state.abandon = true;
@@ -448,8 +446,7 @@ impl DeferRuntime {
                     }
                     abandoned.push(display_name(running.name.as_deref(), id));
                 }
-                cancelled.extend(state.exempt.drain(..));
-                cancelled.extend(state.queue.drain(..));
+                cancelled.extend(state.take_queued(&shared.admission));
                 abandoned.extend(cancelled.iter().map(Job::display_name));
             }
             holders.extend(state.open_handles.values().cloned());
@@ -508,48 +505,38 @@ impl DeferRuntime {
     /// A request handle took its first work; returns its id for
     /// [`handle_closed`](Self::handle_closed).
     pub(crate) fn handle_opened(&self, handle: Weak<dyn HeldWork>) -> u64 {
-        let mut state = self.shared().lock();
-        let id = state.next_handle;
-        state.next_handle += 1;
-        state.open_handles.insert(id, handle);
+        let shared = self.shared();
+        let id = shared.next_handle();
+        // Nothing to admit: never refused.
+        let _ = shared.change(Change::Opened(id, handle), Source::Handle);
         id
     }
 
     /// A request handle hands its work over (or skips it). The handle
-    /// stops counting as pending in the same critical section that queues
-    /// its work, so `wait_idle` never sees the gap.
+    /// stops counting as pending in the same step that queues its work,
+    /// so `wait_idle` never sees the gap.
     pub(crate) fn handle_closed(&self, handle: u64, skipped: usize, jobs: Vec<Job>) {
-        let shared = self.shared();
-        let mut state = shared.lock();
-        state.open_handles.remove(&handle);
-        state.skipped += skipped as u64;
-        let admitted = if jobs.is_empty() {
-            Ok(())
-        } else {
-            state.admit(jobs, Source::Handle, shared.capacity)
+        let change = Change::Closed {
+            handle,
+            skipped,
+            jobs,
         };
-        let idle = state.is_idle();
-        let wake = !state.polling;
-        drop(state);
-        match admitted {
-            Ok(()) if wake => shared.wake.notify_one(),
-            Ok(()) => {}
-            Err((jobs, reason)) => {
-                // Logged and counted: the handle has no caller to return it to.
-                let _ = reject(jobs, reason);
-            }
-        }
-        if idle {
-            shared.idle.notify_waiters();
+        if let Err((jobs, reason)) = self.shared().change(change, Source::Handle) {
+            // Logged and counted: the handle has no caller to return it to.
+            let _ = reject(jobs, reason);
         }
     }
 
     pub(crate) fn count_skipped(&self, skipped: usize) {
-        self.shared().lock().skipped += skipped as u64;
+        let _ = self
+            .shared()
+            .change(Change::Skipped(skipped), Source::Handle);
     }
 
     pub(crate) fn count_forgotten(&self, forgotten: usize) {
-        self.shared().lock().forgotten += forgotten as u64;
+        let _ = self
+            .shared()
+            .change(Change::Forgotten(forgotten), Source::Handle);
     }
 }
 
@@ -572,8 +559,159 @@ impl fmt::Debug for DeferRuntime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeferRuntime")
             .field("concurrency", &self.shared().limit)
-            .field("queue_capacity", &self.shared().capacity)
+            .field("queue_capacity", &self.queue_capacity())
             .field("stats", &self.stats())
             .finish()
+    }
+}
+
+/// A worker preempted while it holds the runtime's lock, played by the test
+/// thread holding it: the calls a response makes must not wait for it.
+#[cfg(test)]
+mod held_lock {
+    use std::sync::mpsc;
+    use std::sync::{Arc, Weak};
+    use std::time::Duration;
+
+    use super::{DeferRuntime, HeldWork};
+    use crate::defer::report::RejectReason;
+
+    /// Long enough never to fire unless the call waits for the lock.
+    const NEVER: Duration = Duration::from_secs(30);
+
+    struct NoWork;
+    impl HeldWork for NoWork {
+        fn held(&self) -> Vec<String> {
+            Vec::new()
+        }
+    }
+
+    fn tokio() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio")
+    }
+
+    #[test]
+    fn a_response_thread_never_waits_for_the_lock_and_nothing_it_hands_over_is_lost() {
+        let runtime = DeferRuntime::new();
+        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (done_tx, done_rx) = mpsc::channel();
+        let held = runtime.shared().lock();
+        let response = {
+            let (runtime, ran) = (runtime.clone(), ran.clone());
+            std::thread::spawn(move || {
+                let (a, b) = (ran.clone(), ran.clone());
+                runtime
+                    .spawn(async move {
+                        a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    })
+                    .expect("admitted while the lock is held");
+                let holder = Arc::new(NoWork);
+                let weak: Weak<dyn HeldWork> = Arc::downgrade(&holder) as _;
+                let handle = runtime.handle_opened(weak);
+                runtime.count_skipped(2);
+                runtime.count_forgotten(1);
+                let job = crate::defer::job::Job::new(async move {
+                    b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                });
+                runtime.handle_closed(handle, 1, vec![job]);
+                done_tx.send(()).expect("test alive");
+            })
+        };
+        done_rx
+            .recv_timeout(NEVER)
+            .expect("the response thread finished while the lock was held");
+        drop(held);
+        response.join().expect("response thread");
+        tokio().block_on(async {
+            runtime.wait_idle().await;
+            let stats = runtime.stats();
+            assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 2);
+            assert_eq!(
+                (stats.completed, stats.skipped, stats.forgotten),
+                (2, 3, 1),
+                "{stats:?}"
+            );
+            assert_eq!(stats.pending_handles, 0, "{stats:?}");
+        });
+    }
+
+    #[test]
+    fn the_queue_capacity_holds_for_work_handed_over() {
+        let runtime = DeferRuntime::builder()
+            .queue_capacity(2)
+            .concurrency(1)
+            .build()
+            .expect("runtime");
+        // A running work holds the one slot: queued works stay queued.
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let (started_tx, started_rx) = mpsc::channel();
+        runtime
+            .spawn(async move {
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+            })
+            .expect("queued");
+        started_rx.recv_timeout(NEVER).expect("the blocker started");
+        let held = runtime.shared().lock();
+        let (admitted_tx, admitted_rx) = mpsc::channel();
+        let response = {
+            let runtime = runtime.clone();
+            std::thread::spawn(move || {
+                for _ in 0..2 {
+                    runtime.spawn(async {}).expect("within capacity");
+                }
+                admitted_tx.send(()).expect("test alive");
+                // Refused on the atomics, this one takes the lock to be
+                // recorded: it waits for the test to let go.
+                runtime.spawn(async {})
+            })
+        };
+        admitted_rx
+            .recv_timeout(NEVER)
+            .expect("two admitted at once");
+        drop(held);
+        let third = response.join().expect("response thread");
+        let refused = third.expect_err("a third queued work passes the capacity");
+        assert!(
+            matches!(refused.reason, RejectReason::QueueFull { capacity: 2 }),
+            "{refused}"
+        );
+        let _ = release_tx.send(());
+        tokio().block_on(async {
+            runtime.wait_idle().await;
+            let stats = runtime.stats();
+            assert_eq!((stats.completed, stats.rejected), (3, 1), "{stats:?}");
+        });
+    }
+
+    #[test]
+    fn shutdown_runs_work_handed_over_before_it_began() {
+        let runtime = DeferRuntime::new();
+        let held = runtime.shared().lock();
+        let (ran_tx, ran_rx) = tokio::sync::oneshot::channel();
+        let (admitted_tx, admitted_rx) = mpsc::channel();
+        {
+            let runtime = runtime.clone();
+            std::thread::spawn(move || {
+                let admitted = runtime.spawn(async move {
+                    let _ = ran_tx.send(());
+                });
+                let _ = admitted_tx.send(admitted);
+            });
+        }
+        admitted_rx
+            .recv_timeout(NEVER)
+            .expect("admitted while the lock is held")
+            .expect("admitted");
+        drop(held);
+        tokio().block_on(async {
+            let report = runtime.shutdown(NEVER).await;
+            assert_eq!(report.completed, 1, "{report}");
+            assert!(report.abandoned.is_empty(), "{report}");
+            ran_rx.await.expect("the work ran");
+        });
     }
 }

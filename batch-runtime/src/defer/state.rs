@@ -1,11 +1,14 @@
 //! The bookkeeping a runtime's workers and handles share: the queue, the
-//! running works, the intake and the counters, behind one lock.
+//! running works and the counters, behind one lock (the intake and the
+//! admission count are atomics: see [`handover`](super::handover)).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Mutex, MutexGuard, TryLockError, Weak};
 
 use tokio::sync::Notify;
 
+use super::handover::{Admission, Change};
 use super::job::Job;
 use super::report::{RejectReason, REJECTED_NAMES_KEPT};
 use crate::sync::lock;
@@ -17,6 +20,7 @@ pub(crate) trait HeldWork: Send + Sync {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum Intake {
     /// Accepting work.
     Open,
@@ -53,13 +57,14 @@ pub(crate) struct State {
     pub(crate) running: HashMap<u64, Running>,
     /// Running works that count against the concurrency limit.
     limited_running: usize,
-    pub(crate) intake: Intake,
     /// Set when the grace period ran out: workers stop at once.
     pub(crate) abandon: bool,
     /// Request handles holding work that is not submitted yet, by the id
     /// each got when it took its first work: a shutdown names their work.
     pub(crate) open_handles: BTreeMap<u64, Weak<dyn HeldWork>>,
-    pub(crate) next_handle: u64,
+    /// Changes handed over while the lock was held, applied by whoever
+    /// takes it next ([`Shared::lock`]).
+    inbox: mpsc::Receiver<Change>,
     /// Worker threads that have not stopped yet.
     pub(crate) live_workers: usize,
     /// A worker looks at the queue every millisecond (work arrived
@@ -74,16 +79,15 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new() -> State {
+    fn new(inbox: mpsc::Receiver<Change>) -> State {
         State {
             queue: VecDeque::new(),
             exempt: VecDeque::new(),
             running: HashMap::new(),
             limited_running: 0,
-            intake: Intake::Open,
             abandon: false,
             open_handles: BTreeMap::new(),
-            next_handle: 0,
+            inbox,
             live_workers: 0,
             polling: false,
             completed: 0,
@@ -107,26 +111,45 @@ impl State {
         self.queue.len() + self.exempt.len()
     }
 
-    /// Queues `jobs`, or gives them back (to be dropped outside the lock)
-    /// with the reason they were refused. All or nothing.
-    pub(crate) fn admit(
+    /// Makes `change`, admitting its works first; refused works are given
+    /// back (to be dropped outside the lock) with the reason, the rest of
+    /// the change being made all the same.
+    fn admit(
         &mut self,
-        jobs: Vec<Job>,
+        mut change: Change,
         source: Source,
-        capacity: usize,
+        admission: &Admission,
     ) -> Result<(), (Vec<Job>, RejectReason)> {
-        let accept = match self.intake {
-            Intake::Open => true,
-            Intake::Draining => source != Source::Outside,
-            Intake::Closed => false,
+        let refused = match admission.admit(change.jobs(), source) {
+            Ok(()) => None,
+            Err(reason) => Some(self.refuse(change.take_jobs(), reason)),
         };
-        if !accept {
-            return Err(self.refuse(jobs, RejectReason::ShuttingDown));
+        self.apply(change);
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// Makes a change whose works were admitted.
+    fn apply(&mut self, change: Change) {
+        match change {
+            Change::Queue(jobs) => self.enqueue(jobs),
+            Change::Opened(handle, held) => {
+                self.open_handles.insert(handle, held);
+            }
+            Change::Closed {
+                handle,
+                skipped,
+                jobs,
+            } => {
+                self.open_handles.remove(&handle);
+                self.skipped += skipped as u64;
+                self.enqueue(jobs);
+            }
+            Change::Skipped(skipped) => self.skipped += skipped as u64,
+            Change::Forgotten(forgotten) => self.forgotten += forgotten as u64,
         }
-        let limited = jobs.iter().filter(|job| !job.exempt).count();
-        if self.queue.len() + limited > capacity {
-            return Err(self.refuse(jobs, RejectReason::QueueFull { capacity }));
-        }
+    }
+
+    fn enqueue(&mut self, jobs: Vec<Job>) {
         for job in jobs {
             if job.exempt {
                 self.exempt.push_back(job);
@@ -134,7 +157,6 @@ impl State {
                 self.queue.push_back(job);
             }
         }
-        Ok(())
     }
 
     fn refuse(&mut self, jobs: Vec<Job>, reason: RejectReason) -> (Vec<Job>, RejectReason) {
@@ -147,10 +169,14 @@ impl State {
 
     /// Takes the next job that may start (exempt ones first, then queued
     /// ones while under `limit`) and marks it running.
-    pub(crate) fn start_next(&mut self, limit: usize) -> Option<Job> {
+    pub(crate) fn start_next(&mut self, limit: usize, admission: &Admission) -> Option<Job> {
         let job = match self.exempt.pop_front() {
             Some(job) => job,
-            None if self.limited_running < limit => self.queue.pop_front()?,
+            None if self.limited_running < limit => {
+                let job = self.queue.pop_front()?;
+                admission.dequeued(1);
+                job
+            }
             None => return None,
         };
         if !job.exempt {
@@ -191,7 +217,11 @@ impl State {
 
     /// Removes the queued jobs `matches` picks; they are returned to be
     /// dropped outside the lock (their `Drop` is user code).
-    pub(crate) fn remove_queued(&mut self, mut matches: impl FnMut(&Job) -> bool) -> Vec<Job> {
+    pub(crate) fn remove_queued(
+        &mut self,
+        mut matches: impl FnMut(&Job) -> bool,
+        admission: &Admission,
+    ) -> Vec<Job> {
         let mut removed = Vec::new();
         for queue in [&mut self.queue, &mut self.exempt] {
             let mut kept = VecDeque::with_capacity(queue.len());
@@ -204,16 +234,25 @@ impl State {
             }
             *queue = kept;
         }
+        admission.dequeued(removed.iter().filter(|job| !job.exempt).count());
         self.forgotten += removed.len() as u64;
         removed
+    }
+
+    /// Empties the queues (shutdown abandons them), exempt works first.
+    pub(crate) fn take_queued(&mut self, admission: &Admission) -> Vec<Job> {
+        admission.dequeued(self.queue.len());
+        self.exempt.drain(..).chain(self.queue.drain(..)).collect()
     }
 }
 
 pub(crate) struct Shared {
     pub(crate) id: u64,
     pub(crate) limit: usize,
-    pub(crate) capacity: usize,
+    pub(crate) admission: Admission,
     state: Mutex<State>,
+    inbox: mpsc::Sender<Change>,
+    next_handle: AtomicU64,
     /// Wakes the workers: new work, a finished work, shutdown.
     pub(crate) wake: Notify,
     /// Wakes [`DeferRuntime::wait_idle`](super::DeferRuntime::wait_idle)
@@ -225,18 +264,96 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(id: u64, limit: usize, capacity: usize) -> Shared {
+        let (inbox, received) = mpsc::channel();
         Shared {
             id,
             limit,
-            capacity,
-            state: Mutex::new(State::new()),
+            admission: Admission::new(capacity),
+            state: Mutex::new(State::new(received)),
+            inbox,
+            next_handle: AtomicU64::new(0),
             wake: Notify::new(),
             idle: Notify::new(),
             stopped: Notify::new(),
         }
     }
 
+    /// Locks the state, first making the changes handed over meanwhile.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
+        let mut state = lock(&self.state);
+        self.absorb(&mut state);
+        state
+    }
+
+    fn absorb(&self, state: &mut State) {
+        let mut absorbed = false;
+        while let Ok(change) = state.inbox.try_recv() {
+            state.apply(change);
+            absorbed = true;
+        }
+        if absorbed && state.is_idle() {
+            // A handle closed by hand-over: its waiters learn it here.
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Whether nothing is queued or running once the changes handed over
+    /// so far are made (called when no submitter is still on its way, see
+    /// [`Admission::quiet`]).
+    pub(crate) fn settled(&self, state: &mut State) -> bool {
+        self.absorb(state);
+        state.is_drained()
+    }
+
+    /// A request handle's id for [`Change::Opened`] and [`Change::Closed`].
+    pub(crate) fn next_handle(&self) -> u64 {
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Makes `change`, admitting its works from `source`, and wakes whoever
+    /// it concerns. A response thread calls this: when the lock is held
+    /// (by a worker that may be preempted at its low priority), a change
+    /// that admission accepts is handed over instead of waiting. Refused
+    /// works are given back with the reason, counted and named in the
+    /// state like every refusal.
+    pub(crate) fn change(
+        &self,
+        change: Change,
+        source: Source,
+    ) -> Result<(), (Vec<Job>, RejectReason)> {
+        let state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                let in_flight = self.admission.enter();
+                if self.admission.admit(change.jobs(), source).is_ok() {
+                    // The receiver lives in `self.state`: it outlives this.
+                    let _ = self.inbox.send(change);
+                    drop(in_flight);
+                    // The worker takes the lock to start the works, or to
+                    // stop (see `Admission::quiet`), and absorbs the change.
+                    self.wake.notify_one();
+                    return Ok(());
+                }
+                drop(in_flight);
+                // Refused: recorded under the lock, where the state may
+                // also have moved on and admit it after all.
+                lock(&self.state)
+            }
+        };
+        let mut state = state;
+        self.absorb(&mut state);
+        let queues = !change.jobs().is_empty();
+        let made = state.admit(change, source, &self.admission);
+        let wake = queues && made.is_ok() && !state.polling;
+        let idle = state.is_idle();
+        drop(state);
+        if wake {
+            self.wake.notify_one();
+        }
+        if idle {
+            self.idle.notify_waiters();
+        }
+        made
     }
 }

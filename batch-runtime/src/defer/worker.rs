@@ -127,9 +127,14 @@ async fn dispatch(shared: Arc<Shared>, spread: bool) {
             if state.abandon {
                 return;
             }
-            match state.start_next(shared.limit) {
+            match state.start_next(shared.limit, &shared.admission) {
                 Some(job) => Ok((job, state.can_start(shared.limit))),
-                None if state.intake == Intake::Closed && state.is_drained() => return,
+                None if shared.admission.intake() == Intake::Closed
+                    && shared.admission.quiet()
+                    && shared.settled(&mut state) =>
+                {
+                    return
+                }
                 None => {
                     // Decided under the lock submitters read it under, so
                     // a work is never left unwoken.
