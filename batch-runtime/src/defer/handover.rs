@@ -95,7 +95,11 @@ impl Admission {
     }
 
     /// Admits `jobs` from `source`: counts them as queued, or says why not.
+    /// No works is always admitted (a handle closing without work).
     pub(crate) fn admit(&self, jobs: &[Job], source: Source) -> Result<(), RejectReason> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
         let accept = match self.intake() {
             Intake::Open => true,
             Intake::Draining => source != Source::Outside,

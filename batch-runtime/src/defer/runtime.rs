@@ -169,9 +169,9 @@ impl DeferRuntimeBuilder {
     /// the CPU the responses leave instead of competing with them, and a
     /// response thread that wakes takes its core back at once. On a 2-core
     /// machine serving 16 clients, each response deferring three upstream
-    /// calls, the responses' p99 with deferred work over without was 0.91
-    /// at this priority (median of eight runs, 0.82 to 1.06), against 1.66
-    /// at nice 19 (nine runs, 1.08 to 2.59), where a waking response
+    /// calls, the responses' p99 with deferred work over without was 0.90
+    /// at this priority (median of eight runs, 0.72 to 1.08), against 1.67
+    /// at nice 19 (twelve runs, 1.08 to 2.59), where a waking response
     /// thread may wait behind the worker, and 2.58 at normal priority
     /// (three runs) (`cargo bench -p batch-runtime --bench defer`; Linux
     /// 6.18).
@@ -182,6 +182,12 @@ impl DeferRuntimeBuilder {
     /// work starts, such as `spawn_blocking`'s, inherit the class. `false`
     /// keeps the workers at the priority of the thread that builds the
     /// runtime.
+    ///
+    /// A low-priority worker preempted while it holds the runtime's lock
+    /// would stall any thread waiting for that lock. A response never
+    /// waits for it: handing work over, opening and closing a request's
+    /// handle skip the lock while a worker holds it. Locks your deferred
+    /// work shares with your handlers are yours to keep short.
     pub fn background_priority(mut self, background: bool) -> Self {
         self.background_priority = background;
         self
@@ -685,6 +691,33 @@ mod held_lock {
             let stats = runtime.stats();
             assert_eq!((stats.completed, stats.rejected), (3, 1), "{stats:?}");
         });
+    }
+
+    #[test]
+    fn a_handle_closing_without_work_after_shutdown_is_no_rejection() {
+        let runtime = DeferRuntime::new();
+        let handle = runtime.handle_opened(Weak::<NoWork>::new() as Weak<dyn HeldWork>);
+        let report = tokio().block_on(runtime.shutdown(NEVER));
+        assert_eq!(report.open_handles, 1, "{report}");
+        let held = runtime.shared().lock();
+        let (closed_tx, closed_rx) = mpsc::channel();
+        {
+            let runtime = runtime.clone();
+            std::thread::spawn(move || {
+                runtime.handle_closed(handle, 1, Vec::new());
+                let _ = closed_tx.send(());
+            });
+        }
+        closed_rx
+            .recv_timeout(NEVER)
+            .expect("closed while the lock is held");
+        drop(held);
+        let stats = runtime.stats();
+        assert_eq!(
+            (stats.skipped, stats.rejected, stats.pending_handles),
+            (1, 0, 0),
+            "{stats:?}"
+        );
     }
 
     #[test]
