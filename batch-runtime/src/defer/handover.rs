@@ -145,3 +145,21 @@ impl Drop for InFlight<'_> {
         self.0.in_flight.fetch_sub(1, SeqCst);
     }
 }
+
+#[cfg(test)]
+thread_local! {
+    /// Runs on the calling thread between admitting a change and leaving
+    /// it in the inbox: a test stops a submitter there.
+    pub(crate) static BETWEEN_ADMISSION_AND_INBOX: std::cell::RefCell<Option<Box<dyn Fn()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Calls the test's hook, if the calling thread set one.
+pub(crate) fn between_admission_and_inbox() {
+    #[cfg(test)]
+    BETWEEN_ADMISSION_AND_INBOX.with(|hook| {
+        if let Some(hook) = &*hook.borrow() {
+            hook();
+        }
+    });
+}

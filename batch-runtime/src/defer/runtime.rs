@@ -436,11 +436,14 @@ impl DeferRuntime {
             let _state = shared.lock();
             shared.admission.set_intake(Intake::Closed);
         }
-        // Work admitted before the close, on its way to the inbox, is
-        // queued (and abandoned with the rest) rather than lost.
+        // Work admitted before the close may still be on its way to the
+        // inbox: wait for it, then drain it within what is left of the
+        // grace period (or abandon it with the rest), rather than lose it.
         while !shared.admission.quiet() {
             tokio::task::yield_now().await;
         }
+        let drain = wait_until(&shared.idle, || shared.lock().is_drained());
+        let _ = tokio::time::timeout(grace.saturating_sub(started.elapsed()), drain).await;
         let mut report = {
             let mut state = shared.lock();
             let mut abandoned = Vec::new();
@@ -579,7 +582,7 @@ mod held_lock {
     use std::sync::{Arc, Weak};
     use std::time::Duration;
 
-    use super::{DeferRuntime, HeldWork};
+    use super::{DeferRuntime, HeldWork, Intake};
     use crate::defer::report::RejectReason;
 
     /// Long enough never to fire unless the call waits for the lock.
@@ -718,6 +721,157 @@ mod held_lock {
             (1, 0, 0),
             "{stats:?}"
         );
+    }
+
+    /// Response threads race the workers and a thread that keeps taking
+    /// the lock, and a shutdown lands in the middle: each response thread
+    /// goes on until its work is refused, then a while longer. Every work
+    /// admitted runs once, every other is counted as rejected, and every
+    /// handle closes.
+    #[test]
+    fn response_threads_racing_a_shutdown_lose_nothing() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        const THREADS: usize = 3;
+        /// Works each thread still defers after its first refusal.
+        const AFTER_REFUSAL: usize = 1_000;
+        let runtime = DeferRuntime::builder()
+            .worker_threads(2)
+            .build()
+            .expect("runtime");
+        let ran = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let locker = {
+            let (runtime, stop) = (runtime.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(SeqCst) {
+                    let held = runtime.shared().lock();
+                    std::hint::black_box(held.queued());
+                    for _ in 0..200 {
+                        std::hint::spin_loop();
+                    }
+                    drop(held);
+                }
+            })
+        };
+        let (started_tx, started_rx) = mpsc::channel();
+        let responses: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (runtime, ran, started) = (runtime.clone(), ran.clone(), started_tx.clone());
+                std::thread::spawn(move || {
+                    let holder = Arc::new(NoWork);
+                    let (mut admitted, mut refused, mut handled) = (0, 0, 0);
+                    let mut first_refusal = None;
+                    for i in 0.. {
+                        if i == 1_000 {
+                            let _ = started.send(());
+                        }
+                        if first_refusal.is_some_and(|at| i >= at + AFTER_REFUSAL) {
+                            break;
+                        }
+                        assert!(i < 10_000_000, "the shutdown never refused a work");
+                        let ran = ran.clone();
+                        let work = crate::defer::job::Job::new(async move {
+                            ran.fetch_add(1, SeqCst);
+                        });
+                        if i % 2 == 0 {
+                            match runtime.submit(vec![work]) {
+                                Ok(()) => admitted += 1,
+                                Err(_) => {
+                                    refused += 1;
+                                    first_refusal.get_or_insert(i);
+                                }
+                            }
+                        } else {
+                            // A request's handle: opened, then closed with
+                            // its work (taken while draining, refused once
+                            // closed: counted either way).
+                            let weak: Weak<dyn HeldWork> = Arc::downgrade(&holder) as _;
+                            let handle = runtime.handle_opened(weak);
+                            runtime.handle_closed(handle, 0, vec![work]);
+                            handled += 1;
+                        }
+                    }
+                    (admitted, refused, handled)
+                })
+            })
+            .collect();
+        for _ in 0..THREADS {
+            started_rx
+                .recv_timeout(NEVER)
+                .expect("a response thread started");
+        }
+        let report = tokio().block_on(runtime.shutdown(NEVER));
+        let mut attempted = 0;
+        let mut refused_outside = 0;
+        for response in responses {
+            let (admitted, refused, handled) = response.join().expect("response thread");
+            attempted += admitted + refused + handled;
+            refused_outside += refused;
+        }
+        stop.store(true, SeqCst);
+        locker.join().expect("locker");
+        let stats = runtime.stats();
+        assert!(report.abandoned.is_empty(), "{report}");
+        assert_eq!(ran.load(SeqCst) as u64, stats.completed, "{stats:?}");
+        assert_eq!(
+            stats.completed + stats.rejected,
+            attempted as u64,
+            "every work ran or was counted as refused: {stats:?}"
+        );
+        assert!(stats.rejected >= refused_outside as u64, "{stats:?}");
+        assert_eq!(stats.pending_handles, 0, "{stats:?}");
+        assert!(
+            runtime.shared().handed_over.load(SeqCst) > 0,
+            "the race never handed a change over"
+        );
+    }
+
+    /// A submitter admitted before intake closed, and stopped before its
+    /// work reaches the inbox: the workers wait for it, and shutdown runs
+    /// the work instead of losing it.
+    #[test]
+    fn shutdown_waits_for_a_submitter_between_admission_and_the_inbox() {
+        let runtime = DeferRuntime::new();
+        let held = runtime.shared().lock();
+        let (admitted_tx, admitted_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (ran_tx, ran_rx) = tokio::sync::oneshot::channel();
+        let submitter = {
+            let runtime = runtime.clone();
+            std::thread::spawn(move || {
+                crate::defer::handover::BETWEEN_ADMISSION_AND_INBOX.with(|hook| {
+                    *hook.borrow_mut() = Some(Box::new(move || {
+                        let _ = admitted_tx.send(());
+                        let _ = go_rx.recv_timeout(NEVER);
+                    }));
+                });
+                runtime.spawn(async move {
+                    let _ = ran_tx.send(());
+                })
+            })
+        };
+        admitted_rx.recv_timeout(NEVER).expect("admitted");
+        drop(held);
+        let shutdown = {
+            let runtime = runtime.clone();
+            std::thread::spawn(move || tokio().block_on(runtime.shutdown(NEVER)))
+        };
+        // Shutdown has closed intake and found nothing queued; the worker
+        // must not stop, nor shutdown return, before the submitter is done.
+        while runtime.shared().admission.intake() != Intake::Closed {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !shutdown.is_finished(),
+            "shutdown returned with a submitter on its way"
+        );
+        go_tx.send(()).expect("submitter waits");
+        submitter.join().expect("submitter").expect("admitted");
+        let report = shutdown.join().expect("shutdown");
+        assert_eq!(report.completed, 1, "{report}");
+        assert!(report.abandoned.is_empty(), "{report}");
+        tokio().block_on(ran_rx).expect("the work ran");
     }
 
     #[test]

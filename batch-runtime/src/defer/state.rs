@@ -253,6 +253,10 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     inbox: mpsc::Sender<Change>,
     next_handle: AtomicU64,
+    /// Changes handed over through the inbox: the tests check that their
+    /// races took that path.
+    #[cfg(test)]
+    pub(crate) handed_over: std::sync::atomic::AtomicUsize,
     /// Wakes the workers: new work, a finished work, shutdown.
     pub(crate) wake: Notify,
     /// Wakes [`DeferRuntime::wait_idle`](super::DeferRuntime::wait_idle)
@@ -272,6 +276,8 @@ impl Shared {
             state: Mutex::new(State::new(received)),
             inbox,
             next_handle: AtomicU64::new(0),
+            #[cfg(test)]
+            handed_over: std::sync::atomic::AtomicUsize::new(0),
             wake: Notify::new(),
             idle: Notify::new(),
             stopped: Notify::new(),
@@ -327,9 +333,12 @@ impl Shared {
             Err(TryLockError::WouldBlock) => {
                 let in_flight = self.admission.enter();
                 if self.admission.admit(change.jobs(), source).is_ok() {
+                    super::handover::between_admission_and_inbox();
                     // The receiver lives in `self.state`: it outlives this.
                     let _ = self.inbox.send(change);
                     drop(in_flight);
+                    #[cfg(test)]
+                    self.handed_over.fetch_add(1, Ordering::Relaxed);
                     // The worker takes the lock to start the works, or to
                     // stop (see `Admission::quiet`), and absorbs the change.
                     self.wake.notify_one();
