@@ -137,7 +137,8 @@ async fn dispatch(shared: Arc<Shared>, spread: bool) {
                 }
                 None => {
                     // Decided under the lock submitters read it under, so
-                    // a work is never left unwoken.
+                    // a work is never left unwoken (a submitter that hands
+                    // its work over without the lock always wakes us).
                     state.polling = last_start.is_some_and(|at| at.elapsed() < POLL_FOR);
                     Err(state.polling)
                 }
