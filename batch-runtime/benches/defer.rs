@@ -11,7 +11,11 @@
 //! rounds, so its cost lands in the "with" rounds) and prints p50/p99 for
 //! both, `defer_ratio` (with/without p50; target <= 1.05) and
 //! `defer_p99_ratio` (with/without p99; target <= 1.10), each the median
-//! over rounds of that round's ratio. Then it defers
+//! over rounds of that round's ratio. Before the first deferral it also
+//! times 5 rounds of the handler without deferred work, on a process that
+//! has never deferred any (each after the idle pause a round has), and
+//! prints the "with" rounds over that too.
+//! Then it defers
 //! 10,000 batches at once and prints the RSS growth while they are pending
 //! (and the peak while they drain).
 //!
@@ -46,6 +50,8 @@ mod support;
 use support::{percentiles, round, serve_on_thread, start_upstream, Placement};
 
 const ROUNDS: usize = 20;
+/// Rounds of responses before any work is deferred.
+const CLEAN_ROUNDS: usize = 5;
 const PER_ROUND: usize = 1000;
 const CLIENTS: usize = 16;
 const PENDING: usize = 10_000;
@@ -87,6 +93,21 @@ fn main() {
         .expect("client runtime");
     rt.block_on(async {
         let client = Client::new();
+        // Before anything is deferred: the responses of a server that has
+        // never deferred work, as a baseline for both kinds of round below
+        // (a "without" round runs after "with" rounds, on a process that
+        // holds their connections and allocations), each round after the
+        // same idle pause.
+        round(&client, &format!("{shop}/without"), 64, CLIENTS).await;
+        let mut clean = Vec::new();
+        for _ in 0..CLEAN_ROUNDS {
+            // As long as a round waits for the round before's deferred
+            // work: after an idle pause the first responses are slower
+            // (back-to-back rounds showed a p99 near half as long).
+            tokio::time::sleep(UPSTREAM_LATENCY).await;
+            clean.extend(round(&client, &format!("{shop}/without"), PER_ROUND, CLIENTS).await);
+        }
+        let (c50, c99) = percentiles(&mut clean);
         // Warm up connections on both paths.
         round(&client, &format!("{shop}/with"), 64, CLIENTS).await;
         round(&client, &format!("{shop}/without"), 64, CLIENTS).await;
@@ -133,6 +154,12 @@ fn main() {
             "all rounds pooled: p50 ratio {:.3}, p99 ratio {:.3}",
             w50 / n50,
             w99 / n99
+        );
+        println!(
+            "never deferred p50={c50:.3} ms p99={c99:.3} ms ({} requests before the first deferral); with_defer over it: p50 {:.3}, p99 {:.3}",
+            clean.len(),
+            w50 / c50,
+            w99 / c99
         );
         // The medians over rounds of each round's with/without ratio.
         println!("defer_ratio={:.3}", median(&mut p50_ratios));
