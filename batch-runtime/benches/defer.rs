@@ -14,10 +14,9 @@
 //! over rounds of that round's ratio. Before the first deferral it also
 //! times 5 rounds of the handler without deferred work, on a process that
 //! has never deferred any (each after the idle pause a round has), and
-//! prints the "with" rounds over that too.
-//! Then it defers
-//! 10,000 batches at once and prints the RSS growth while they are pending
-//! (and the peak while they drain).
+//! prints the "with" rounds over that too. Then it defers 10,000 batches
+//! at once and prints the RSS growth while they are pending (and the peak
+//! while they drain).
 //!
 //! `BATCH_DEFER_WORK=empty` defers an empty work instead of the batch: the
 //! hand-off alone, without the deferred requests' CPU.

@@ -578,8 +578,8 @@ impl fmt::Debug for DeferRuntime {
 /// thread holding it: the calls a response makes must not wait for it.
 #[cfg(test)]
 mod held_lock {
-    use std::sync::mpsc;
-    use std::sync::{Arc, Weak};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use std::sync::{mpsc, Arc, Weak};
     use std::time::Duration;
 
     use super::{DeferRuntime, HeldWork, Intake};
@@ -605,7 +605,7 @@ mod held_lock {
     #[test]
     fn a_response_thread_never_waits_for_the_lock_and_nothing_it_hands_over_is_lost() {
         let runtime = DeferRuntime::new();
-        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ran = Arc::new(AtomicUsize::new(0));
         let (done_tx, done_rx) = mpsc::channel();
         let held = runtime.shared().lock();
         let response = {
@@ -614,7 +614,7 @@ mod held_lock {
                 let (a, b) = (ran.clone(), ran.clone());
                 runtime
                     .spawn(async move {
-                        a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        a.fetch_add(1, SeqCst);
                     })
                     .expect("admitted while the lock is held");
                 let holder = Arc::new(NoWork);
@@ -623,7 +623,7 @@ mod held_lock {
                 runtime.count_skipped(2);
                 runtime.count_forgotten(1);
                 let job = crate::defer::job::Job::new(async move {
-                    b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    b.fetch_add(1, SeqCst);
                 });
                 runtime.handle_closed(handle, 1, vec![job]);
                 done_tx.send(()).expect("test alive");
@@ -637,7 +637,7 @@ mod held_lock {
         tokio().block_on(async {
             runtime.wait_idle().await;
             let stats = runtime.stats();
-            assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 2);
+            assert_eq!(ran.load(SeqCst), 2);
             assert_eq!(
                 (stats.completed, stats.skipped, stats.forgotten),
                 (2, 3, 1),
@@ -730,7 +730,6 @@ mod held_lock {
     /// handle closes.
     #[test]
     fn response_threads_racing_a_shutdown_lose_nothing() {
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
         const THREADS: usize = 3;
         /// Works each thread still defers after its first refusal.
         const AFTER_REFUSAL: usize = 1_000;

@@ -4,14 +4,14 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Mutex, MutexGuard, TryLockError, Weak};
+use std::sync::{mpsc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::Notify;
 
 use super::handover::{Admission, Change};
 use super::job::Job;
 use super::report::{RejectReason, REJECTED_NAMES_KEPT};
-use crate::sync::lock;
+use crate::sync::{lock, try_lock};
 
 /// A request handle's work that is not submitted yet.
 pub(crate) trait HeldWork: Send + Sync {
@@ -327,10 +327,9 @@ impl Shared {
         change: Change,
         source: Source,
     ) -> Result<(), (Vec<Job>, RejectReason)> {
-        let state = match self.state.try_lock() {
-            Ok(state) => state,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => {
+        let mut state = match try_lock(&self.state) {
+            Some(state) => state,
+            None => {
                 let in_flight = self.admission.enter();
                 if self.admission.admit(change.jobs(), source).is_ok() {
                     super::handover::between_admission_and_inbox();
@@ -350,7 +349,6 @@ impl Shared {
                 lock(&self.state)
             }
         };
-        let mut state = state;
         self.absorb(&mut state);
         let queues = !change.jobs().is_empty();
         let made = state.admit(change, source, &self.admission);
