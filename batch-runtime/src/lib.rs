@@ -228,7 +228,9 @@ macro_rules! batch {
 
 /// Every Rust block of the README, compiled and run as a doctest
 /// (`cargo test --doc -p batch-runtime ReadmeDoctests`), so a README that
-/// drifts from the crate fails CI.
+/// drifts from the crate fails CI. The doctests read `README.source.md`,
+/// which keeps their hidden set-up lines; `README.md` is that file without
+/// them, checked by the `readme` test in `batch-tests`.
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
+#[doc = include_str!("../../README.source.md")]
 pub struct ReadmeDoctests;
