@@ -93,10 +93,11 @@ fn main() {
     rt.block_on(async {
         let client = Client::new();
         // Before anything is deferred: the responses of a server that has
-        // never deferred work, as a baseline for both kinds of round below
-        // (a "without" round runs after "with" rounds, on a process that
-        // holds their connections and allocations), each round after the
-        // same idle pause.
+        // never deferred work, a second baseline for the rounds below (a
+        // "without" round runs after "with" rounds, on a process that holds
+        // their connections and allocations). Each of these rounds follows
+        // an idle pause; of the alternating rounds below only those after a
+        // "with" round do, so it is not like for like (see the README).
         round(&client, &format!("{shop}/without"), 64, CLIENTS).await;
         let mut clean = Vec::new();
         for _ in 0..CLEAN_ROUNDS {

@@ -106,7 +106,18 @@ fn the_readme_is_its_source_without_the_hidden_lines() {
 
 #[test]
 fn hidden_lines_go_and_everything_else_stays() {
-    let source = "\
+    // Outside Rust blocks a leading `#` is text: a heading, a shell comment.
+    const NOT_RUST: &str = "\
+```sh
+# a shell comment stays
+```
+
+```text
+# so does this
+```
+";
+    let source = format!(
+        "\
 # Title
 
 ```rust
@@ -119,24 +130,19 @@ let x = 1;
 #![allow(unused)]
 ```
 
-```sh
-# a shell comment stays
-```
-
-```text
-# so does this
-```
-
+{NOT_RUST}
 ```rust,no_run
 # hidden
 shown();
 ```
-";
-    let got = rendered(source);
+"
+    );
+    let got = rendered(&source);
     let body = got.split_once('\n').unwrap().1;
     assert_eq!(
         body,
-        "\
+        format!(
+            "\
 # Title
 
 ```rust
@@ -145,18 +151,12 @@ let x = 1;
 #![allow(unused)]
 ```
 
-```sh
-# a shell comment stays
-```
-
-```text
-# so does this
-```
-
+{NOT_RUST}
 ```rust,no_run
 shown();
 ```
 "
+        )
     );
     assert!(got.starts_with("<!-- Generated from README.source.md"));
 }
